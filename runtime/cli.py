@@ -1,0 +1,209 @@
+"""The `mlrt` command: thin commands over the runtime modules.
+
+    mlrt validate jobs/digits.yaml
+    mlrt run jobs/digits.yaml --set train.epochs=5
+    mlrt models list digits-mlp
+
+Exit codes: 0 ok; 1 the job ran and failed (data checks, gate, training); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from runtime.errors import MlrtError
+
+app = typer.Typer(
+    help="mlrt: one YAML job spec -> data, preprocessing, Ray Train, gate, MLflow registry.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Registered model versions, aliases, promote and rollback.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SpecArg = Annotated[Path, typer.Argument(help="Job spec YAML file, e.g. jobs/digits.yaml.",
+                                         show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a spec field: --set train.epochs=5 (repeatable; value is YAML).",
+    show_default=False)]
+StorageOpt = Annotated[str, typer.Option(
+    help="The spec's storage folder holding the MLflow store (ignored when "
+         "MLFLOW_TRACKING_URI is set).")]
+AliasOpt = Annotated[str, typer.Option(help="Alias to move.")]
+
+
+@app.command()
+def validate(spec: SpecArg, set_: SetOpt = None) -> None:
+    """Check a spec without running it: print the resolved spec, or every error with its
+    dotted field path (exit 2)."""
+    from runtime.spec import load_spec
+
+    job = load_spec(spec, set_ or [])
+    out.print(yaml.safe_dump(job.model_dump(mode="json", exclude_none=True), sort_keys=False),
+              end="")
+    err.print(f"[green]ok[/]: {spec} is a valid job spec (hash {job.spec_hash()})")
+
+
+@app.command("spec-schema")
+def spec_schema() -> None:
+    """Print the job spec's JSON Schema (for editor completion and validation)."""
+    from runtime.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+def run(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (e.g. ray://head:10001 or auto). Default: start a local Ray, "
+             "or join RAY_ADDRESS when set (as inside `ray job submit`).",
+        show_default=False)] = None,
+) -> None:
+    """Run a job spec end to end: data, preprocess, train, evaluate, register.
+
+    Exits 0 when the model passed its gate and the alias moved, 1 when the job ran and failed
+    (data checks, training, gate), 2 for a bad spec or arguments.
+    """
+    from runtime.driver import run_job
+    from runtime.spec import load_spec
+
+    job = load_spec(spec, set_ or [])  # a bad spec fails here, before Ray starts
+    err.print(f"mlrt: running {job.name} ({spec})")
+    from runtime.errors import GateFailed
+
+    try:
+        summary = run_job(job, address=address, echo=lambda line: err.print(line))
+    except GateFailed as e:
+        if e.summary is not None:
+            _print_summary(e.summary)
+        raise
+    _print_summary(summary)
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="mlrt run summary", show_header=False, title_justify="left")
+    table.add_row("run id", summary.run_id)
+    table.add_row("model", f"{summary.model_name} v{summary.version}")
+    for name, value in summary.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    verdict = "[green]passed[/]" if summary.verdict.passed else "[red]failed[/]"
+    table.add_row("gate", f"{verdict}: {summary.verdict.reason}")
+    if summary.alias_moved:
+        before = f" (was v{summary.alias_moved_from})" if summary.alias_moved_from else ""
+        table.add_row("alias", f"@{summary.alias} -> v{summary.version}{before}")
+    else:
+        table.add_row("alias", f"@{summary.alias} not moved")
+    table.add_row("stages", ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
+                  + f"; total {sum(summary.timings.values()):.1f}s")
+    if summary.restarts:
+        table.add_row("restarts", f"{summary.restarts} (resumed from checkpoint)")
+    from runtime.registry import ui_command
+
+    table.add_row("MLflow UI", ui_command(summary.tracking_uri))
+    table.add_row("load it", f'mlflow.pyfunc.load_model("models:/{summary.model_name}'
+                             f'@{summary.alias}")')
+    out.print(table)
+
+
+@models_app.command("list")
+def models_list(name: str, storage: StorageOpt = ".mlrt") -> None:
+    """List the versions of a registered model with their metrics, gate and aliases."""
+    from runtime import registry
+
+    registry.use_store(storage)
+    versions = registry.list_versions(name)
+    table = Table(title=f"{name}: {len(versions)} version(s)", title_justify="left")
+    metric_names = sorted({m for v in versions for m in v.metrics})
+    for column in ["version", "aliases", "gate", *metric_names, "run id"]:
+        table.add_column(column)
+    for v in versions:
+        table.add_row(v.version, ", ".join(f"@{a}" for a in v.aliases), v.gate,
+                      *[f"{v.metrics[m]:.4f}" if m in v.metrics else "-" for m in metric_names],
+                      v.run_id or "-")
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: str,
+    version: Annotated[str, typer.Argument(help="Version number or @alias.")] = "@champion",
+    storage: StorageOpt = ".mlrt",
+) -> None:
+    """Show one version: metrics, gate verdict, lineage (run, spec hash, data, git)."""
+    from runtime import registry
+    from runtime.errors import RegistryError
+
+    registry.use_store(storage)
+    if version.startswith("@"):
+        info = registry.version_by_alias(name, version[1:])
+        if info is None:
+            registry.list_versions(name)  # names an unknown model
+            raise RegistryError(f"model '{name}' has no alias '{version[1:]}'")
+    else:
+        info = registry.get_version(name, version)
+    out.print(json.dumps({
+        "name": name, "version": info.version, "aliases": info.aliases, "run_id": info.run_id,
+        "metrics": info.metrics,
+        "tags": {k: v for k, v in info.tags.items() if k != "mlrt.metrics"},
+        "uri": f"models:/{name}/{info.version}",
+    }, indent=2))
+
+
+@models_app.command("promote")
+def models_promote(name: str, version: str, alias: AliasOpt = "champion",
+                   storage: StorageOpt = ".mlrt") -> None:
+    """Point ALIAS at VERSION (remembering the old one for rollback)."""
+    from runtime import registry
+
+    registry.use_store(storage)
+    before = registry.move_alias(name, alias, version)
+    was = f" (was v{before})" if before else ""
+    out.print(f"{name}@{alias} -> v{version}{was}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str, alias: AliasOpt = "champion",
+                    storage: StorageOpt = ".mlrt") -> None:
+    """Move ALIAS back to the version it held before."""
+    from runtime import registry
+
+    registry.use_store(storage)
+    was, now = registry.rollback(name, alias)
+    out.print(f"{name}@{alias} -> v{now} (rolled back from v{was})")
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MLRT_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except MlrtError as e:
+        err.print(f"[red]error[/]: {e}")
+        sys.exit(e.exit_code)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", None)
+        sys.exit(code if code is not None else getattr(e, "code", 0))
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,242 @@
+"""Runs the stages of one spec in order and records the run in MLflow.
+
+    mlrt run jobs/digits.yaml          # the CLI calls run_job(spec)
+
+Stages: ray -> data -> preprocess -> train -> evaluate -> register. Each prints one line with
+its elapsed time. A failed gate still registers the version (tagged `mlrt.gate=failed`, for
+inspection) but never moves the alias, and raises GateFailed (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from runtime import registry
+from runtime.cluster import init_ray
+from runtime.data import Table, load_table
+from runtime.errors import GateFailed
+from runtime.evaluate import Verdict, check_gate, compute_metrics
+from runtime.inference import Predictor, save_model_dir
+from runtime.models import spec_framework
+from runtime.preprocess import fit_state, output_columns, transform_frame
+from runtime.spec import JobSpec
+from runtime.train import TrainOutput, train_sklearn, train_torch, training_datasets
+
+
+# Below this size (float32 model inputs of train + validation) each training worker keeps its
+# shard in memory after the first epoch: re-streaming a tiny dataset through Ray Data every epoch
+# costs ~1 s of coordination per epoch and buys nothing. Larger data streams every epoch.
+CACHE_SHARDS_BELOW_BYTES = 256 * 1024**2
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    model_name: str
+    version: str
+    metrics: dict[str, float]
+    verdict: Verdict
+    alias: str
+    alias_moved_from: str | None
+    alias_moved: bool
+    tracking_uri: str
+    timings: dict[str, float] = field(default_factory=dict)
+    restarts: int = 0
+
+
+class StageClock:
+    def __init__(self, echo: Callable[[str], None]):
+        self.echo = echo
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.echo(f"[{name}] ...")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - start
+            self.echo(f"[{name}] done in {self.timings[name]:.1f}s")
+
+
+def run_job(spec: JobSpec, address: str | None = None,
+            echo: Callable[[str], None] = print) -> RunSummary:
+    import mlflow
+
+    clock = StageClock(echo)
+    with clock.stage("ray"):
+        echo(f"  {init_ray(address)}")
+    with clock.stage("data"):
+        table = load_table(spec.data, spec.task)
+        echo(f"  {table.rows} rows, {len(table.features)} features, fingerprint {table.fingerprint}"
+             f"; split {', '.join(f'{k}={len(v)}' for k, v in table.splits.items())}")
+    with clock.stage("preprocess"):
+        import ray.data
+
+        state = fit_state(list(spec.data.preprocess),
+                          ray.data.from_pandas(table.splits["train"]), table.feature_types)
+        n_in = len(output_columns(state))
+        echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model inputs")
+
+    uri = registry.use_store(spec.storage)
+    with mlflow.start_run(experiment_id=registry.experiment_id(spec.name, spec.storage)) as run:
+        _log_run_inputs(spec, table, state)
+        with clock.stage("train"):
+            output = _train(spec, table, state, n_in, run.info.run_id)
+            for row in output.history:
+                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                   step=int(row["epoch"]))
+        with clock.stage("evaluate"):
+            model_dir = Path(tempfile.mkdtemp(prefix="mlrt-model-"))
+            meta = _model_meta(spec, table, n_in, output)
+            save_model_dir(model_dir, meta, state, output.model)
+            predictor = Predictor.load(model_dir)  # evaluate exactly what gets registered
+            test = table.splits["test"]
+            predictions, proba = predictor.predict(test[table.features])
+            metrics = compute_metrics(spec.metrics, test[table.target].to_numpy(), predictions,
+                                      proba, table.classes)
+            mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+            champion = registry.version_by_alias(spec.name, spec.register.alias) \
+                if _model_exists(spec.name) else None
+            verdict = check_gate(spec.evaluate.gate, metrics,
+                                 champion.metrics if champion else None,
+                                 champion.version if champion else None)
+            echo("  " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            echo(f"  gate {'passed' if verdict.passed else 'FAILED'}: {verdict.reason}")
+            mlflow.set_tags({"mlrt.gate": "passed" if verdict.passed else "failed",
+                             "mlrt.gate_reason": verdict.reason})
+        with clock.stage("register"):
+            version = registry.log_model_version(
+                spec.name, model_dir, _signature(table, predictor), _requirements(meta),
+                tags={
+                    "mlrt.metrics": json.dumps(metrics),
+                    "mlrt.gate": "passed" if verdict.passed else "failed",
+                    "mlrt.gate_reason": verdict.reason,
+                    "mlrt.spec_hash": spec.spec_hash(),
+                    "mlrt.data_fingerprint": table.fingerprint,
+                    "mlrt.git_commit": _git_commit() or "",
+                    "mlrt.task": spec.task,
+                },
+            )
+            moved_from = None
+            if verdict.passed:
+                moved_from = registry.move_alias(spec.name, spec.register.alias, version)
+            echo(f"  {spec.name} v{version}"
+                 + (f" -> @{spec.register.alias}" if verdict.passed else " (alias not moved)"))
+        summary = RunSummary(
+            run_id=run.info.run_id, model_name=spec.name, version=version, metrics=metrics,
+            verdict=verdict, alias=spec.register.alias, alias_moved_from=moved_from,
+            alias_moved=verdict.passed, tracking_uri=uri, timings=clock.timings,
+            restarts=output.restarts,
+        )
+        mlflow.log_metrics({f"stage_seconds_{k}": v for k, v in clock.timings.items()})
+    if not verdict.passed:
+        raise GateFailed(f"gate failed: {verdict.reason}; {spec.name} v{version} registered, "
+                         f"alias '{spec.register.alias}' left where it was", summary=summary)
+    return summary
+
+
+def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str) -> TrainOutput:
+    n_out = len(table.classes) if table.classes is not None else 1
+    if spec_framework(spec.model, n_in, n_out) == "torch":
+        datasets = training_datasets(table.splits, state, table.target, table.classes)
+        storage = spec.storage if "://" in spec.storage else str(Path(spec.storage).absolute())
+        rows = sum(len(table.splits[s]) for s in ("train", "validation"))
+        return train_torch(spec.train, spec.model, datasets, n_in, table.classes,
+                           f"{storage}/ray_train", f"{spec.name}-{run_id}",
+                           cache_shards=rows * n_in * 4 <= CACHE_SHARDS_BELOW_BYTES)
+    train = table.splits["train"]
+    x = transform_frame(state, train)
+    return train_sklearn(spec.model, x, train[table.target].to_numpy(), n_out,
+                         spec.train.cpus_per_worker)
+
+
+def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> dict:
+    framework = spec_framework(spec.model, n_in, len(table.classes or [1]))
+    meta = {
+        "framework": framework,
+        "task": spec.task,
+        "name": spec.name,
+        "classes": table.classes,
+        "features": table.features,
+        "target": table.target,
+    }
+    if framework == "torch":
+        meta["architecture"] = {"spec": spec.model.model_dump(mode="json"), "n_in": n_in,
+                                "n_out": len(table.classes) if table.classes else 1}
+    return meta
+
+
+def _log_run_inputs(spec: JobSpec, table: Table, state: dict) -> None:
+    import mlflow
+
+    mlflow.log_params(_flatten(spec.model_dump(mode="json", exclude={"serve", "tune"})))
+    mlflow.set_tags({
+        "mlrt.spec_hash": spec.spec_hash(),
+        "mlrt.data_fingerprint": table.fingerprint,
+        "mlrt.git_commit": _git_commit() or "",
+        "mlrt.rows": str(table.rows),
+    })
+    mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
+    mlflow.log_dict(state, "preprocess.json")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = json.dumps(value) if not isinstance(value, str) else value
+    return flat
+
+
+def _signature(table: Table, predictor: Predictor):
+    from mlflow.models import infer_signature
+
+    sample = table.splits["test"][table.features].head(5)
+    return infer_signature(sample, predictor.predict_frame(sample))
+
+
+def _requirements(meta: dict) -> list[str]:
+    names = ["mlflow", "pandas", "numpy", "pyyaml", "pydantic"]
+    names += ["torch", "safetensors"] if meta["framework"] == "torch" else ["scikit-learn", "skops"]
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def _model_exists(name: str) -> bool:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient().get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

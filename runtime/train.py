@@ -1,0 +1,260 @@
+"""Train stage: Ray Train's TorchTrainer for torch models, a Ray task for scikit-learn ones.
+
+The torch loop reads its shard of the train/validation datasets (Ray Data, streamed), reports
+metrics every epoch, writes a checkpoint every `train.checkpoint_every` epochs (and at the end),
+and on restart after a failure (`train.max_failures`) resumes from the last checkpoint.
+Checkpoints hold safetensors weights; optimizer state is loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from runtime.errors import TrainingError
+from runtime.preprocess import transform_frame
+from runtime.spec import ModelSpec, Train
+
+PROGRESS_FILE = "progress.json"
+
+
+@dataclass
+class TrainOutput:
+    model: Any  # trained torch.nn.Module (on CPU) or fitted estimator
+    history: list[dict] = field(default_factory=list)  # one metrics dict per epoch
+    restarts: int = 0  # how many times training resumed from a checkpoint
+
+
+# --- data for the torch loop -----------------------------------------------------------------
+
+
+def to_training_batch(batch: pd.DataFrame, state: dict, target: str, classes: list | None) -> dict:
+    """Raw rows -> {"x": float32 matrix, "y": class index or float target}."""
+    x = transform_frame(state, batch)
+    if classes is None:
+        y = batch[target].to_numpy(dtype=np.float32)
+    else:
+        y = pd.Categorical(batch[target], categories=classes).codes.astype(np.int64)
+    return {"x": x, "y": y}
+
+
+def training_datasets(splits: dict[str, pd.DataFrame], state: dict, target: str,
+                      classes: list | None) -> dict:
+    """Ray Datasets of model-ready batches for the train and validation splits (lazy)."""
+    import ray.data
+
+    datasets = {}
+    for name in ("train", "validation"):
+        if len(splits[name]):
+            datasets[name] = ray.data.from_pandas(splits[name]).map_batches(
+                to_training_batch, batch_format="pandas",
+                fn_kwargs={"state": state, "target": target, "classes": classes},
+            )
+    return datasets
+
+
+# --- the torch training loop (runs on each Ray Train worker) ---------------------------------
+
+
+def train_loop(config: dict) -> None:
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from ray.train.torch import get_device, prepare_model
+
+    from runtime.models import build_model
+
+    spec: Train = config["train"]
+    classification = config["classes"] is not None
+    torch.manual_seed(spec.seed)
+    device = get_device()
+    model = build_model(config["model"], config["n_in"], config["n_out"]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    start, history, restarts = _restore(model, optimizer)
+    model = prepare_model(model)
+    loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("validation") if config["has_validation"] else None
+    y_dtype = torch.int64 if classification else torch.float32
+    dtypes = {"x": torch.float32, "y": y_dtype}
+
+    cached: dict[str, list] = {}
+    shuffle = torch.Generator().manual_seed(spec.seed + rank)
+
+    def batches(name: str, shard, train: bool):
+        """Stream the shard from Ray Data; when the spec's data is small (`cache_shards`), keep
+        this worker's shard in memory after the first epoch instead of re-reading it."""
+        if name in cached:
+            x, y = cached[name]
+            order = torch.randperm(len(y), generator=shuffle) if train else torch.arange(len(y))
+            for i in range(0, len(y), spec.batch_size):
+                idx = order[i: i + spec.batch_size]
+                yield {"x": x[idx], "y": y[idx]}
+            return
+        seen = []
+        for batch in shard.iter_torch_batches(
+            batch_size=spec.batch_size, dtypes=dtypes, device=device,
+            local_shuffle_buffer_size=4 * spec.batch_size if train else None,
+        ):
+            if config["cache_shards"]:
+                seen.append(batch)
+            yield batch
+        if config["cache_shards"]:
+            cached[name] = (torch.cat([b["x"] for b in seen]), torch.cat([b["y"] for b in seen]))
+
+    def run_epoch(name: str, shard, train: bool) -> tuple[float, float, float]:
+        model.train(train)
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, rows
+        with torch.set_grad_enabled(train):
+            for batch in batches(name, shard, train):
+                out = model(batch["x"])
+                y = batch["y"]
+                loss = loss_fn(out, y) if classification else loss_fn(out.squeeze(-1), y)
+                if train:
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                n = len(y)
+                correct = (out.argmax(1) == y).sum().item() if classification else 0.0
+                totals += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
+        if world > 1 and dist.is_initialized():
+            dist.all_reduce(totals)  # every worker saw a different shard
+        loss_sum, correct, rows = totals.tolist()
+        return loss_sum / max(rows, 1), correct / max(rows, 1), rows
+
+    for epoch in range(start, spec.epochs):
+        train_loss, train_acc, _ = run_epoch("train", train_shard, train=True)
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss}
+        if classification:
+            metrics["train_accuracy"] = train_acc
+        if val_shard is not None:
+            val_loss, val_acc, _ = run_epoch("validation", val_shard, train=False)
+            metrics["val_loss"] = val_loss
+            if classification:
+                metrics["val_accuracy"] = val_acc
+            else:
+                metrics["val_rmse"] = float(np.sqrt(val_loss))
+        history.append(metrics)
+        last = epoch + 1 == spec.epochs
+        if rank == 0:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch")
+            print(f"epoch {epoch + 1}/{spec.epochs} {shown}", flush=True)
+        if (epoch + 1) % spec.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    _save(Path(tmp), model, optimizer, epoch + 1, history, restarts)
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=checkpoint)
+        else:
+            ray.train.report(metrics)
+
+
+def _save(directory: Path, model, optimizer, epochs_done: int, history: list, restarts: int):
+    import torch
+    from safetensors.torch import save_file
+
+    inner = getattr(model, "module", model)
+    save_file({k: v.detach().cpu().contiguous() for k, v in inner.state_dict().items()},
+              directory / "model.safetensors")
+    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+    progress = {"epochs_done": epochs_done, "history": history, "restarts": restarts}
+    (directory / PROGRESS_FILE).write_text(json.dumps(progress))
+
+
+def _restore(model, optimizer) -> tuple[int, list, int]:
+    """Resume from the last checkpoint after a worker failure; (0, [], 0) on a fresh start."""
+    import ray.train
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, [], 0
+    with checkpoint.as_directory() as d:
+        d = Path(d)
+        model.load_state_dict(load_file(d / "model.safetensors"))
+        optimizer.load_state_dict(torch.load(d / "optimizer.pt", weights_only=True))
+        progress = json.loads((d / PROGRESS_FILE).read_text())
+    print(f"resuming from checkpoint after epoch {progress['epochs_done']}", flush=True)
+    return progress["epochs_done"], progress["history"], progress["restarts"] + 1
+
+
+# --- entry points (driver side) --------------------------------------------------------------
+
+
+def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
+                classes: list | None, storage_path: str, run_name: str,
+                cache_shards: bool = False) -> TrainOutput:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from safetensors.torch import load_file
+
+    from runtime.models import build_model
+
+    n_out = len(classes) if classes is not None else 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"train": spec, "model": model_spec, "n_in": n_in, "n_out": n_out,
+                           "classes": classes, "has_validation": "validation" in datasets,
+                           "cache_shards": cache_shards},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec.workers, use_gpu=spec.use_gpu,
+            resources_per_worker={"CPU": spec.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        raise TrainingError(f"training failed after {spec.max_failures} retries "
+                            f"(train.max_failures): {_first_line(e)}") from e
+    if result.checkpoint is None:
+        raise TrainingError("training finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        model = build_model(model_spec, n_in, n_out)
+        model.load_state_dict(load_file(Path(d) / "model.safetensors"))
+        progress = json.loads((Path(d) / PROGRESS_FILE).read_text())
+    model.eval()
+    return TrainOutput(model=model, history=progress["history"], restarts=progress["restarts"])
+
+
+def train_sklearn(model_spec: ModelSpec, x: np.ndarray, y: np.ndarray, n_out: int,
+                  cpus: float) -> TrainOutput:
+    """Fit the estimator in a Ray task (on any node with `cpus` free)."""
+    import ray
+
+    from runtime.models import build_model
+
+    estimator = build_model(model_spec, x.shape[1], n_out)
+    fit = ray.remote(num_cpus=cpus, max_retries=0)(_fit_estimator)
+    try:
+        fitted = ray.get(fit.remote(estimator, x, y))
+    except ray.exceptions.RayTaskError as e:
+        raise TrainingError(f"fitting {type(estimator).__name__} failed: "
+                            f"{_first_line(e.cause if e.cause else e)}") from e
+    return TrainOutput(model=fitted)
+
+
+def _fit_estimator(estimator, x: np.ndarray, y: np.ndarray):
+    return estimator.fit(x, y)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,27 @@
+"""Shared fixtures. Unit tests never start Ray; integration tests share one Ray per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _own_mlflow_store(monkeypatch):
+    """Every test writes its own MLflow store under its tmp storage, never a user's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for all integration tests (num_cpus is logical: more than the 2 cores)."""
+    import ray
+
+    from runtime.cluster import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

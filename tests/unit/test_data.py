@@ -1,0 +1,95 @@
+"""Data stage pure functions: splits, checks, fingerprints, column selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runtime.data import fingerprint, load_table, run_checks, select_columns, split_frame
+from runtime.errors import DataCheckError, InputError
+from runtime.spec import Checks, Data, Split
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "a": rng.normal(size=1000),
+        "b": rng.integers(0, 5, size=1000),
+        "target": np.repeat([0, 1, 2, 3], [400, 300, 200, 100]),
+    })
+
+
+def test_split_is_disjoint_and_complete(frame):
+    parts = split_frame(frame, Split(test=0.2, validation=0.1, seed=3), "target")
+    indices = [set(p.index) for p in parts.values()]
+    assert sum(map(len, indices)) == len(frame)
+    assert set().union(*indices) == set(frame.index)
+    assert not (indices[0] & indices[1]) and not (indices[0] & indices[2])
+    assert not (indices[1] & indices[2])
+    assert len(parts["test"]) == 200 and len(parts["validation"]) == 100
+
+
+def test_split_is_seeded(frame):
+    first = split_frame(frame, Split(seed=5), "target")
+    again = split_frame(frame, Split(seed=5), "target")
+    other = split_frame(frame, Split(seed=6), "target")
+    assert list(first["test"].index) == list(again["test"].index)
+    assert list(first["test"].index) != list(other["test"].index)
+
+
+def test_stratified_split_keeps_class_shares(frame):
+    parts = split_frame(frame, Split(test=0.2, seed=1), "target")
+    shares = parts["test"]["target"].value_counts(normalize=True).sort_index()
+    np.testing.assert_allclose(shares.to_numpy(), [0.4, 0.3, 0.2, 0.1], atol=0.01)
+
+
+def test_unstratifiable_split_names_the_column():
+    tiny = pd.DataFrame({"a": range(20), "target": [0] * 19 + [1]})
+    with pytest.raises(DataCheckError, match="cannot stratify on 'target'"):
+        split_frame(tiny, Split(test=0.2), "target")
+
+
+def test_checks_report_each_failure(frame):
+    frame.loc[:99, "a"] = np.nan
+    failures = run_checks(frame, Checks(min_rows=5000, max_null_fraction=0.05))
+    assert failures == [
+        "data.checks.min_rows: 1000 rows, need >= 5000",
+        "data.checks.max_null_fraction: column 'a' is 10.0% null, allowed 5.0%",
+    ]
+    assert run_checks(frame, Checks(min_rows=10, max_null_fraction=0.1)) == []
+
+
+def test_fingerprint_stable_and_sensitive(frame):
+    assert fingerprint(frame) == fingerprint(frame.copy())
+    changed = frame.copy()
+    changed.loc[7, "a"] += 1e-9
+    assert fingerprint(changed) != fingerprint(frame)
+    assert fingerprint(frame.rename(columns={"a": "z"})) != fingerprint(frame)
+
+
+def test_select_columns_names_missing(frame):
+    spec = Data(source={"kind": "csv", "path": "x.csv"}, target="label")
+    with pytest.raises(InputError, match=r"data.target: no column 'label' in the source"):
+        select_columns(frame, spec)
+    spec = Data(source={"kind": "csv", "path": "x.csv"}, features=["a", "zz"])
+    with pytest.raises(InputError, match=r"data.features: no column \['zz'\]"):
+        select_columns(frame, spec)
+
+
+def test_load_table_from_sklearn_source():
+    data = Data(source={"kind": "sklearn", "name": "iris"}, checks={"min_rows": 100})
+    table = load_table(data, "classification")
+    assert table.rows == 150 and len(table.features) == 4
+    assert table.classes == [0, 1, 2]
+    assert all(t == "numeric" for t in table.feature_types.values())
+    with pytest.raises(DataCheckError, match="min_rows: 150 rows, need >= 1000"):
+        load_table(Data(source={"kind": "sklearn", "name": "iris"},
+                        checks={"min_rows": 1000}), "classification")
+
+
+def test_synthetic_source_is_deterministic():
+    data = Data(source={"kind": "synthetic", "rows": 500, "features": 4, "classes": 3, "seed": 1})
+    a, b = load_table(data, "classification"), load_table(data, "classification")
+    assert a.fingerprint == b.fingerprint and a.rows == 500 and a.classes == [0, 1, 2]
