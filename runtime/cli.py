@@ -31,6 +31,8 @@ models_app = typer.Typer(help="Registered model versions, aliases, promote and r
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 out = Console(highlight=False)
+if not out.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+    out = Console(highlight=False, width=200)
 err = Console(stderr=True, highlight=False)
 
 SpecArg = Annotated[Path, typer.Argument(help="Job spec YAML file, e.g. jobs/digits.yaml.",
@@ -46,8 +48,7 @@ AliasOpt = Annotated[str, typer.Option(help="Alias to move.")]
 
 @app.command()
 def validate(spec: SpecArg, set_: SetOpt = None) -> None:
-    """Check a spec without running it: print the resolved spec, or every error with its
-    dotted field path (exit 2)."""
+    """Check a spec without running it: print the resolved spec, or every error (exit 2)."""
     from runtime.spec import load_spec
 
     job = load_spec(spec, set_ or [])
@@ -86,7 +87,8 @@ def run(
     from runtime.errors import GateFailed
 
     try:
-        summary = run_job(job, address=address, echo=lambda line: err.print(line))
+        summary = run_job(job, address=address,
+                          echo=lambda line: err.print(line, markup=False, soft_wrap=True))
     except GateFailed as e:
         if e.summary is not None:
             _print_summary(e.summary)
@@ -133,7 +135,7 @@ def models_list(name: str, storage: StorageOpt = ".mlrt") -> None:
     for v in versions:
         table.add_row(v.version, ", ".join(f"@{a}" for a in v.aliases), v.gate,
                       *[f"{v.metrics[m]:.4f}" if m in v.metrics else "-" for m in metric_names],
-                      v.run_id or "-")
+                      (v.run_id or "-")[:12])
     out.print(table)
 
 

@@ -14,7 +14,15 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from runtime.errors import DataCheckError, InputError
-from runtime.spec import Checks, CsvSource, Data, ParquetSource, SklearnSource, Split, SyntheticSource
+from runtime.spec import (
+    Checks,
+    CsvSource,
+    Data,
+    ParquetSource,
+    SklearnSource,
+    Split,
+    SyntheticSource,
+)
 
 SPLITS = ("train", "validation", "test")
 
@@ -143,7 +151,8 @@ def run_checks(frame: pd.DataFrame, checks: Checks) -> list[str]:
     return failures
 
 
-def split_frame(frame: pd.DataFrame, split: Split, stratify_on: str | None) -> dict[str, pd.DataFrame]:
+def split_frame(frame: pd.DataFrame, split: Split,
+                stratify_on: str | None) -> dict[str, pd.DataFrame]:
     """Seeded train/validation/test split; stratified on `stratify_on` when given."""
     from sklearn.model_selection import train_test_split
 

@@ -32,7 +32,6 @@ from runtime.preprocess import fit_state, output_columns, transform_frame
 from runtime.spec import JobSpec
 from runtime.train import TrainOutput, train_sklearn, train_torch, training_datasets
 
-
 # Below this size (float32 model inputs of train + validation) each training worker keeps its
 # shard in memory after the first epoch: re-streaming a tiny dataset through Ray Data every epoch
 # costs ~1 s of coordination per epoch and buys nothing. Larger data streams every epoch.

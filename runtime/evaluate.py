@@ -12,7 +12,8 @@ LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
 
 
 def compute_metrics(names: tuple[str, ...] | list[str], y_true: np.ndarray, y_pred: np.ndarray,
-                    proba: np.ndarray | None = None, classes: list | None = None) -> dict[str, float]:
+                    proba: np.ndarray | None = None,
+                    classes: list | None = None) -> dict[str, float]:
     from sklearn import metrics as m
 
     out: dict[str, float] = {}

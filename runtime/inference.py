@@ -129,7 +129,7 @@ def _load_torch(directory: Path, meta: dict):
     from safetensors.torch import load_file
 
     from runtime.models import build_model
-    from runtime.spec import TorchMLP, PythonModel
+    from runtime.spec import PythonModel, TorchMLP
 
     arch = meta["architecture"]
     spec = TorchMLP(**arch["spec"]) if arch["spec"]["kind"] == "torch_mlp" else PythonModel(

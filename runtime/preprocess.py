@@ -84,7 +84,7 @@ def fit_state(ops: list[PreprocessOp], train_ds, feature_types: dict[str, str]) 
         "version": STATE_VERSION,
         "features": list(feature_types),
         "feature_types": dict(feature_types),
-        "steps": [_step_state(op, columns, p) for (op, columns), p in zip(steps, fitted)],
+        "steps": [_step_state(op, cols, p) for (op, cols), p in zip(steps, fitted, strict=True)],
     }
 
 
@@ -117,7 +117,7 @@ def _categories(stat) -> list:
         pairs = stat.items()
     else:
         keys, indices = stat
-        pairs = zip(keys.to_pylist(), indices.to_pylist())
+        pairs = zip(keys.to_pylist(), indices.to_pylist(), strict=False)
     return [_py(value) for value, _ in sorted(pairs, key=lambda kv: kv[1])]
 
 

@@ -10,11 +10,11 @@ back to the version it held before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from runtime.errors import RegistryError
 
@@ -47,10 +47,8 @@ def use_store(storage: str) -> str:
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
-        try:
+        with contextlib.suppress(ValueError):
             path = path.relative_to(Path.cwd())
-        except ValueError:
-            pass
         uri = f"sqlite:///{path}"
     return f"mlflow ui --backend-store-uri {uri}"
 
@@ -116,8 +114,15 @@ def _info(mv) -> VersionInfo:
 
 def list_versions(name: str) -> list[VersionInfo]:
     _require_model(name)
-    versions = _client().search_model_versions(f"name='{name}'")
-    return sorted((_info(v) for v in versions), key=lambda v: int(v.version))
+    client = _client()
+    # search results carry no aliases in every store: take them from the registered model
+    aliases = client.get_registered_model(name).aliases or {}
+    infos = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        info = _info(mv)
+        info.aliases[:] = sorted(a for a, v in aliases.items() if str(v) == info.version)
+        infos.append(info)
+    return sorted(infos, key=lambda v: int(v.version))
 
 
 def get_version(name: str, version: str) -> VersionInfo:

@@ -1,0 +1,119 @@
+"""End to end: the `mlrt` CLI as a user runs it, in a fresh directory, on a local Ray."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from runtime.data import load_table
+from runtime.spec import load_spec
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+MLRT = str(Path(sys.executable).with_name("mlrt"))
+
+
+def mlrt(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([MLRT, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("user")
+    shutil.copytree(ROOT / "jobs", work / "jobs")
+    return work
+
+
+def test_help_is_enough_to_start(workdir):
+    result = mlrt("--help", cwd=workdir)
+    assert result.returncode == 0
+    for command in ("validate", "run", "models", "spec-schema"):
+        assert command in result.stdout
+    run_help = mlrt("run", "--help", cwd=workdir).stdout
+    assert "--set" in run_help and "--address" in run_help
+
+
+def test_bad_spec_exits_2_before_ray_starts(workdir):
+    result = mlrt("run", "jobs/digits.yaml", "--set", "train.workers=0",
+                  "--set", "model.hiden=[8]", cwd=workdir)
+    assert result.returncode == 2
+    assert "train.workers: must be >= 1, got 0" in result.stderr
+    assert "model.hiden: unknown field 'hiden'; did you mean 'hidden'?" in result.stderr
+    assert not (workdir / ".mlrt").exists()  # nothing ran, nothing written
+
+
+def test_validate_and_schema(workdir):
+    ok = mlrt("validate", "jobs/digits.yaml", "--set", "train.epochs=3", cwd=workdir)
+    assert ok.returncode == 0 and "epochs: 3" in ok.stdout
+    schema = json.loads(mlrt("spec-schema", cwd=workdir).stdout)
+    assert "train" in schema["properties"]
+    missing = mlrt("validate", "jobs/nope.yaml", cwd=workdir)
+    assert missing.returncode == 2 and "cannot read the spec file" in missing.stderr
+
+
+def test_digits_runs_end_to_end(workdir):
+    result = mlrt("run", "jobs/digits.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("[ray] done", "[data] done", "[preprocess] done", "[train] done",
+                  "[evaluate] done", "[register] done"):
+        assert stage in result.stderr
+    assert "digits-mlp v1" in result.stdout and "@champion -> v1" in result.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///.mlrt/mlflow.db" in result.stdout
+
+
+def test_registered_model_predicts_test_split_at_reported_accuracy(workdir, monkeypatch):
+    shown = mlrt("models", "show", "digits-mlp", "@champion", cwd=workdir)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["version"] == "1" and info["metrics"]["accuracy"] >= 0.95
+    assert info["tags"]["mlrt.data_fingerprint"] and info["tags"]["mlrt.gate"] == "passed"
+
+    monkeypatch.chdir(workdir)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / '.mlrt' / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{workdir / '.mlrt' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
+    spec = load_spec(workdir / "jobs" / "digits.yaml")
+    table = load_table(spec.data, spec.task)
+    test = table.splits["test"]
+    predicted = model.predict(test[table.features])["prediction"].to_numpy()
+    accuracy = float((predicted == test[table.target].to_numpy()).mean())
+    assert accuracy == pytest.approx(info["metrics"]["accuracy"], abs=1e-9)
+
+
+def test_failing_gate_exits_1_and_keeps_champion(workdir):
+    result = mlrt("run", "jobs/digits.yaml", "--set", "evaluate.gate.min=0.9999",
+                  "--set", "train.epochs=1", "--set", "train.workers=1", cwd=workdir)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "gate failed: accuracy" in result.stderr and "< 0.9999" in result.stderr
+    champion = json.loads(mlrt("models", "show", "digits-mlp", "@champion", cwd=workdir).stdout)
+    assert champion["version"] == "1"
+    failed = json.loads(mlrt("models", "show", "digits-mlp", "2", cwd=workdir).stdout)
+    assert failed["tags"]["mlrt.gate"] == "failed" and failed["aliases"] == []
+
+
+def test_promote_then_rollback(workdir):
+    listed = mlrt("models", "list", "digits-mlp", cwd=workdir)
+    assert listed.returncode == 0 and "@champion" in listed.stdout and "failed" in listed.stdout
+    promoted = mlrt("models", "promote", "digits-mlp", "2", cwd=workdir)
+    assert promoted.returncode == 0 and "digits-mlp@champion -> v2 (was v1)" in promoted.stdout
+    assert json.loads(mlrt("models", "show", "digits-mlp", cwd=workdir).stdout)["version"] == "2"
+    back = mlrt("models", "rollback", "digits-mlp", cwd=workdir)
+    assert back.returncode == 0 and "-> v1 (rolled back from v2)" in back.stdout
+    assert json.loads(mlrt("models", "show", "digits-mlp", cwd=workdir).stdout)["version"] == "1"
+    again = mlrt("models", "rollback", "digits-mlp", cwd=workdir)
+    assert again.returncode == 2 and "has held no other version" in again.stderr
+
+
+def test_registry_errors_name_the_problem(workdir):
+    unknown = mlrt("models", "list", "nope", cwd=workdir)
+    assert unknown.returncode == 2 and "no registered model 'nope'" in unknown.stderr
+    assert "digits-mlp" in unknown.stderr
+    bad_version = mlrt("models", "promote", "digits-mlp", "99", cwd=workdir)
+    assert bad_version.returncode == 2 and "has no version 99" in bad_version.stderr
