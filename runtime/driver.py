@@ -13,7 +13,9 @@ import json
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -74,8 +76,13 @@ def run_job(spec: JobSpec, address: str | None = None,
     import mlflow
 
     clock = StageClock(echo)
-    with clock.stage("ray"):
-        echo(f"  {init_ray(address)}")
+    # Opening the MLflow store (import, sqlite schema, experiment) takes ~3 s and needs no Ray:
+    # do it while Ray starts. ray.init mostly waits on its subprocesses, so the two overlap.
+    with ThreadPoolExecutor(1, thread_name_prefix="mlrt-mlflow") as pool:
+        tracking = pool.submit(_open_tracking, spec)
+        with clock.stage("ray"):
+            echo(f"  {init_ray(address)}")
+        uri, experiment = tracking.result()
     with clock.stage("data"):
         table = load_table(spec.data, spec.task)
         echo(f"  {table.rows} rows, {len(table.features)} features, fingerprint {table.fingerprint}"
@@ -88,8 +95,7 @@ def run_job(spec: JobSpec, address: str | None = None,
         n_in = len(output_columns(state))
         echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model inputs")
 
-    uri = registry.use_store(spec.storage)
-    with mlflow.start_run(experiment_id=registry.experiment_id(spec.name, spec.storage)) as run:
+    with mlflow.start_run(experiment_id=experiment) as run:
         _log_run_inputs(spec, table, state)
         with clock.stage("train"):
             output = _train(spec, table, state, n_in, run.info.run_id)
@@ -144,6 +150,11 @@ def run_job(spec: JobSpec, address: str | None = None,
         raise GateFailed(f"gate failed: {verdict.reason}; {spec.name} v{version} registered, "
                          f"alias '{spec.register.alias}' left where it was", summary=summary)
     return summary
+
+
+def _open_tracking(spec: JobSpec) -> tuple[str, str]:
+    uri = registry.use_store(spec.storage)
+    return uri, registry.experiment_id(spec.name, spec.storage)
 
 
 def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str) -> TrainOutput:
@@ -206,7 +217,9 @@ def _signature(table: Table, predictor: Predictor):
     from mlflow.models import infer_signature
 
     sample = table.splits["test"][table.features].head(5)
-    return infer_signature(sample, predictor.predict_frame(sample))
+    with warnings.catch_warnings():  # the integer-columns hint: inputs are validated by mlrt
+        warnings.simplefilter("ignore", UserWarning)
+        return infer_signature(sample, predictor.predict_frame(sample))
 
 
 def _requirements(meta: dict) -> list[str]:

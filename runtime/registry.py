@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +75,23 @@ def _client():
 def log_model_version(name: str, model_dir: Path, signature, pip_requirements: list[str],
                       tags: dict[str, str]) -> str:
     """Log the model directory as a pyfunc model and register it as a new version of `name`."""
+
+    with warnings.catch_warnings():
+        # MLflow's advice (type hints, input_example) targets hand-written pyfunc models; ours
+        # has an explicit signature and a fixed predict.
+        warnings.simplefilter("ignore", UserWarning)
+        info = _log_pyfunc(name, model_dir, signature, pip_requirements)
+    version = str(info.registered_model_version)
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def _log_pyfunc(name: str, model_dir: Path, signature, pip_requirements: list[str]):
     import mlflow.pyfunc
 
-    info = mlflow.pyfunc.log_model(
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=PYFUNC_CODE,
         artifacts={"model_dir": str(model_dir)},
@@ -84,11 +99,6 @@ def log_model_version(name: str, model_dir: Path, signature, pip_requirements: l
         pip_requirements=pip_requirements,
         registered_model_name=name,
     )
-    version = str(info.registered_model_version)
-    client = _client()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    return version
 
 
 @dataclass(frozen=True)
