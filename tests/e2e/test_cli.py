@@ -117,3 +117,11 @@ def test_registry_errors_name_the_problem(workdir):
     assert "digits-mlp" in unknown.stderr
     bad_version = mlrt("models", "promote", "digits-mlp", "99", cwd=workdir)
     assert bad_version.returncode == 2 and "has no version 99" in bad_version.stderr
+
+
+def test_shipped_sklearn_job(workdir):
+    result = mlrt("run", "jobs/breast_cancer.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "breast-cancer-hgb v1" in result.stdout and "@champion -> v1" in result.stdout
+    shown = json.loads(mlrt("models", "show", "breast-cancer-hgb", cwd=workdir).stdout)
+    assert shown["metrics"]["accuracy"] >= 0.9
