@@ -26,14 +26,16 @@ import yaml
 from runtime import registry
 from runtime.cluster import init_ray
 from runtime.data import Table, load_table
-from runtime.errors import GateFailed
+from runtime.errors import DataCheckError, GateFailed
 from runtime.evaluate import Verdict, check_gate, compute_metrics
-from runtime.inference import Predictor, save_model_dir
+from runtime.inference import Predictor, save_model_dir, write_json_atomic
 from runtime.models import spec_framework
 from runtime.preprocess import fit_state, output_columns, transform_frame
+from runtime.profile import profile_frame
 from runtime.spec import JobSpec
 from runtime.train import TrainOutput, train_sklearn, train_torch, training_datasets
 
+PROFILE_FILE = "profile.json"
 # Below this size (float32 model inputs of train + validation) each training worker keeps its
 # shard in memory after the first epoch: re-streaming a tiny dataset through Ray Data every epoch
 # costs ~1 s of coordination per epoch and buys nothing. Larger data streams every epoch.
@@ -83,20 +85,26 @@ def run_job(spec: JobSpec, address: str | None = None,
         with clock.stage("ray"):
             echo(f"  {init_ray(address)}")
         uri, experiment = tracking.result()
-    with clock.stage("data"):
-        table = load_table(spec.data, spec.task)
-        echo(f"  {table.rows} rows, {len(table.features)} features, fingerprint {table.fingerprint}"
-             f"; split {', '.join(f'{k}={len(v)}' for k, v in table.splits.items())}")
-    with clock.stage("preprocess"):
-        import ray.data
-
-        state = fit_state(list(spec.data.preprocess),
-                          ray.data.from_pandas(table.splits["train"]), table.feature_types)
-        n_in = len(output_columns(state))
-        echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model inputs")
-
     with mlflow.start_run(experiment_id=experiment) as run:
-        _log_run_inputs(spec, table, state)
+        _log_spec(spec)
+        with clock.stage("data"):
+            table = _load_data(spec)
+            echo(f"  {table.rows} rows, {len(table.features)} features, fingerprint "
+                 f"{table.fingerprint}; split "
+                 f"{', '.join(f'{k}={len(v)}' for k, v in table.splits.items())}")
+            if table.checks.dropped_rows:
+                echo(f"  dropped {table.checks.dropped_rows} rows failing "
+                     f"{', '.join(k for k, v in table.checks.failing_rows.items() if v)}")
+        with clock.stage("preprocess"):
+            import ray.data
+
+            state = fit_state(list(spec.data.preprocess),
+                              ray.data.from_pandas(table.splits["train"]), table.feature_types)
+            profile = profile_frame(table.splits["train"], table.feature_types)
+            n_in = len(output_columns(state))
+            echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model "
+                 "inputs; data profile recorded")
+        _log_data(table, state, profile)
         with clock.stage("train"):
             output = _train(spec, table, state, n_in, run.info.run_id)
             for row in output.history:
@@ -106,6 +114,7 @@ def run_job(spec: JobSpec, address: str | None = None,
             model_dir = Path(tempfile.mkdtemp(prefix="mlrt-model-"))
             meta = _model_meta(spec, table, n_in, output)
             save_model_dir(model_dir, meta, state, output.model)
+            write_json_atomic(model_dir / PROFILE_FILE, profile)
             predictor = Predictor.load(model_dir)  # evaluate exactly what gets registered
             test = table.splits["test"]
             predictions, proba = predictor.predict(test[table.features])
@@ -188,18 +197,41 @@ def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> 
     return meta
 
 
-def _log_run_inputs(spec: JobSpec, table: Table, state: dict) -> None:
+def _log_spec(spec: JobSpec) -> None:
     import mlflow
 
     mlflow.log_params(_flatten(spec.model_dump(mode="json", exclude={"serve", "tune"})))
-    mlflow.set_tags({
-        "mlrt.spec_hash": spec.spec_hash(),
-        "mlrt.data_fingerprint": table.fingerprint,
-        "mlrt.git_commit": _git_commit() or "",
-        "mlrt.rows": str(table.rows),
-    })
+    mlflow.set_tags({"mlrt.spec_hash": spec.spec_hash(), "mlrt.git_commit": _git_commit() or ""})
     mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
+
+
+def _load_data(spec: JobSpec) -> Table:
+    """The data stage; when checks fail, their report and a sample of the failing rows go to
+    the run's artifacts (`data_checks/`) before the run stops."""
+    import mlflow
+
+    try:
+        return load_table(spec.data, spec.task)
+    except DataCheckError as e:
+        if e.report is not None:
+            mlflow.log_dict(e.report.as_dict(), "data_checks/report.json")
+            if e.report.sample is not None:
+                mlflow.log_text(e.report.sample.to_csv(index=False),
+                                "data_checks/failing_rows_sample.csv")
+        mlflow.set_tag("mlrt.failed_stage", "data")
+        raise
+
+
+def _log_data(table: Table, state: dict, profile: dict) -> None:
+    import mlflow
+
+    mlflow.set_tags({"mlrt.data_fingerprint": table.fingerprint, "mlrt.rows": str(table.rows)})
     mlflow.log_dict(state, "preprocess.json")
+    mlflow.log_dict(profile, PROFILE_FILE)
+    mlflow.log_dict(table.checks.as_dict(), "data_checks/report.json")
+    if table.checks.sample is not None:
+        mlflow.log_text(table.checks.sample.to_csv(index=False),
+                        "data_checks/dropped_rows_sample.csv")
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, str]:

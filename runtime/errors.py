@@ -20,7 +20,11 @@ class InputError(MlrtError):
 
 
 class DataCheckError(MlrtError):
-    """The data loaded but failed the spec's `data.checks`."""
+    """The data loaded but failed the spec's `data.checks`; `report` says what failed."""
+
+    def __init__(self, message: str, report: object = None):
+        super().__init__(message)
+        self.report = report
 
 
 class GateFailed(MlrtError):

@@ -141,9 +141,30 @@ PreprocessOp = Annotated[
 ]
 
 
+class ColumnCheck(_Section):
+    dtype: Literal["numeric", "integer", "categorical"] | None = None
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | float | bool] | None = Field(None, min_length=1)
+    max_null_fraction: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnCheck:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        if self.allowed is not None and (self.min is not None or self.max is not None):
+            raise ValueError("use either allowed (categories) or min/max (a range), not both")
+        return self
+
+
 class Checks(_Section):
     min_rows: int = Field(0, ge=0)
     max_null_fraction: float = Field(1.0, ge=0, le=1)
+    columns: dict[str, ColumnCheck] = Field(
+        {}, description="per-column checks: dtype, min, max, allowed, max_null_fraction")
+    on_fail: Literal["stop", "drop_rows"] = Field(
+        "stop", description="rows failing a range or allowed-values check: stop the run, or drop "
+                            "them and go on (dtype, null and min_rows checks always stop)")
 
 
 class Data(_Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,3 +78,67 @@ def test_regression_torch_job(ray_session, tmp_path):
     summary = run_job(spec, echo=lambda _: None)
     assert set(summary.metrics) == {"rmse", "mae", "r2"}
     assert summary.verdict.passed and summary.metrics["r2"] > 0.2
+
+
+def _people(tmp_path, on_fail: str) -> dict:
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"age": rng.integers(18, 90, 400).astype(float),
+                          "income": rng.normal(50, 10, 400),
+                          "label": rng.integers(0, 2, 400)})
+    frame.loc[:4, "age"] = [-1, 150, 200, -5, 300]  # five impossible ages
+    frame.to_parquet(tmp_path / "people.parquet")
+    return {
+        "name": f"it-checks-{on_fail.replace('_', '-')}", "task": "classification",
+        "storage": str(tmp_path / "store"),
+        "data": {"source": {"kind": "parquet", "path": str(tmp_path / "people.parquet")},
+                 "target": "label", "preprocess": [{"op": "standard_scale"}],
+                 "checks": {"min_rows": 100, "on_fail": on_fail,
+                            "columns": {"age": {"dtype": "numeric", "min": 0, "max": 120}}}},
+        "model": {"kind": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression"},
+    }
+
+
+def test_failed_checks_stop_and_leave_a_sample_in_the_run(ray_session, tmp_path):
+    import mlflow
+
+    from runtime.errors import DataCheckError
+
+    with pytest.raises(DataCheckError, match=r"columns.age.max: 3 rows of 'age' above 120.0"):
+        run_job(parse_spec(_people(tmp_path, "stop")), echo=lambda _: None)
+    client = mlflow.MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("it-checks-stop").experiment_id])[0]
+    assert run.info.status == "FAILED" and run.data.tags["mlrt.failed_stage"] == "data"
+    sample = pd.read_csv(client.download_artifacts(run.info.run_id,
+                                                   "data_checks/failing_rows_sample.csv"))
+    assert sorted(sample["failed_check"].unique()) == ["columns.age.max", "columns.age.min"]
+    assert len(sample) == 5
+
+
+def test_drop_rows_trains_on_the_rest_and_profile_ships_with_the_model(ray_session, tmp_path):
+    import json
+
+    import mlflow
+
+    lines: list[str] = []
+    summary = run_job(parse_spec(_people(tmp_path, "drop_rows")), echo=lines.append)
+    assert "  dropped 5 rows failing columns.age.min, columns.age.max" in lines
+    model = mlflow.pyfunc.load_model(f"models:/it-checks-drop-rows/{summary.version}")
+    model_dir = Path(model._model_impl.context.artifacts["model_dir"])
+    profile = json.loads((model_dir / "profile.json").read_text())
+    assert profile["features"]["age"]["min"] >= 0 and profile["features"]["age"]["max"] <= 120
+    assert set(profile["features"]) == {"age", "income"}
+
+
+def test_synthetic_source_is_generated_in_parallel_and_deterministic(ray_session, monkeypatch):
+    from runtime import data
+    from runtime.spec import SyntheticSource
+
+    monkeypatch.setattr(data, "SYNTHETIC_CHUNK_ROWS", 1000)
+    source = SyntheticSource(kind="synthetic", rows=4500, features=3, classes=3, seed=4)
+    parallel = data.synthetic_frame(source)  # 5 chunks, as Ray tasks
+    assert len(parallel) == 4500 and set(parallel["target"]) == {0, 1, 2}
+    serial = pd.concat([data.synthetic_chunk(source, i, 1000) for i in range(5)])
+    pd.testing.assert_frame_equal(parallel.reset_index(drop=True), serial.reset_index(drop=True))
+    other = data.synthetic_frame(SyntheticSource(kind="synthetic", rows=4500, features=3,
+                                                 classes=3, seed=5))
+    assert data.fingerprint(other) != data.fingerprint(parallel)

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runtime.data import fingerprint, load_table, run_checks, select_columns, split_frame
+from runtime.data import (
+    check_frame,
+    fingerprint,
+    load_table,
+    run_checks,
+    select_columns,
+    split_frame,
+)
 from runtime.errors import DataCheckError, InputError
 from runtime.spec import Checks, Data, Split
 
@@ -55,8 +62,8 @@ def test_checks_report_each_failure(frame):
     frame.loc[:99, "a"] = np.nan
     failures = run_checks(frame, Checks(min_rows=5000, max_null_fraction=0.05))
     assert failures == [
-        "data.checks.min_rows: 1000 rows, need >= 5000",
         "data.checks.max_null_fraction: column 'a' is 10.0% null, allowed 5.0%",
+        "data.checks.min_rows: 1000 rows, need >= 5000",
     ]
     assert run_checks(frame, Checks(min_rows=10, max_null_fraction=0.1)) == []
 
@@ -93,3 +100,71 @@ def test_synthetic_source_is_deterministic():
     data = Data(source={"kind": "synthetic", "rows": 500, "features": 4, "classes": 3, "seed": 1})
     a, b = load_table(data, "classification"), load_table(data, "classification")
     assert a.fingerprint == b.fingerprint and a.rows == 500 and a.classes == [0, 1, 2]
+
+
+@pytest.fixture
+def people():
+    return pd.DataFrame({
+        "age": [25, 40, -3, 130, 200, np.nan],
+        "color": ["red", "blue", "red", "mauve", None, "blue"],
+        "score": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5],
+    })
+
+
+def _checks(**kwargs) -> Checks:
+    return Checks(**kwargs)
+
+
+def test_range_and_allowed_checks_stop_naming_column_and_count(people):
+    checks = _checks(columns={"age": {"min": 0, "max": 120},
+                              "color": {"allowed": ["red", "blue"]}})
+    _, report = check_frame(people, checks)
+    assert report.failing_rows == {"columns.age.min": 1, "columns.age.max": 2,
+                                   "columns.color.allowed": 1}
+    assert report.failures[0] == ("data.checks.columns.age.min: 1 rows of 'age' below 0.0 "
+                                  "(e.g. -3.0); set on_fail: drop_rows to drop them")
+    assert "2 rows of 'age' above 120.0 (e.g. 130.0, 200.0)" in report.failures[1]
+    assert "1 rows of 'color' not in ['red', 'blue'] (e.g. 'mauve')" in report.failures[2]
+    assert set(report.sample["failed_check"]) == set(report.failing_rows)
+
+
+def test_drop_rows_keeps_going_and_counts(people):
+    checks = _checks(columns={"age": {"min": 0, "max": 120}}, on_fail="drop_rows")
+    kept, report = check_frame(people, checks)
+    assert report.failures == [] and report.dropped_rows == 3
+    assert kept["age"].tolist()[:2] == [25, 40] and len(kept) == 3  # the null age is kept
+    _, strict = check_frame(people, _checks(columns={"age": {"min": 0}}, on_fail="drop_rows",
+                                            min_rows=6))
+    assert strict.failures == ["data.checks.min_rows: 5 rows after dropping 1, need >= 6"]
+
+
+def test_dtype_and_per_column_null_checks(people):
+    checks = _checks(columns={"color": {"dtype": "numeric", "max_null_fraction": 0.5},
+                              "score": {"dtype": "integer"}, "age": {"dtype": "numeric"}},
+                     max_null_fraction=0.0)
+    failures = check_frame(people, checks)[1].failures
+    assert failures == [
+        f"data.checks.columns.color.dtype: column 'color' is {people['color'].dtype}, "
+        "expected numeric",
+        "data.checks.columns.score.dtype: column 'score' is float64, expected integer",
+        "data.checks.max_null_fraction: column 'age' is 16.7% null, allowed 0.0%",
+    ]
+
+
+def test_checks_on_unknown_column_name_it(people):
+    with pytest.raises(InputError, match=r"data.checks.columns: no column \['agee'\]"):
+        check_frame(people, _checks(columns={"agee": {"min": 0}}))
+
+
+def test_profile_describes_each_feature():
+    from runtime.profile import profile_frame
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, None], "c": ["a", "b", "a", None, "a"]})
+    profile = profile_frame(frame, {"x": "numeric", "c": "categorical"})
+    x, c = profile["features"]["x"], profile["features"]["c"]
+    assert profile["rows"] == 5
+    assert (x["count"], x["nulls"], x["mean"], x["min"], x["max"]) == (4, 1, 2.5, 1.0, 4.0)
+    assert x["std"] == pytest.approx(np.std([1, 2, 3, 4]))
+    assert x["quantiles"]["p50"] == 2.5 and sum(x["histogram"]["counts"]) == 4
+    assert c == {"type": "categorical", "count": 4, "nulls": 1, "distinct": 2,
+                 "frequencies": {"a": 3, "b": 1}}
