@@ -1,22 +1,32 @@
-"""Data stage: read the source, select columns, run the checks, split, fingerprint.
+"""Data stage: open the source, select columns, then one pass (runtime.scan) for the checks,
+the fingerprint, split sizes, classes and the training profile.
 
-Pure functions over pandas (split, checks, fingerprint) are tested without Ray; reading parquet
-and csv goes through Ray Data so that directories, globs and any pyarrow filesystem URI work.
+File and synthetic sources stay in Ray Data: the driver holds summaries, never the rows, and
+each split is re-read lazily by whoever consumes it. scikit-learn's bundled sets are small and
+in memory, and get an exact stratified split (`split_frame`).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.api import types as ptypes
 
 from runtime.errors import DataCheckError, InputError
+from runtime.scan import (
+    SPLIT_COLUMN,
+    SPLIT_IDS,
+    CheckReport,
+    ScanConfig,
+    column_type,
+    combine,
+    rows_of_split,
+    scan_batch,
+    scan_dataset,
+)
 from runtime.spec import (
-    Checks,
-    CsvSource,
     Data,
     ParquetSource,
     SklearnSource,
@@ -25,124 +35,147 @@ from runtime.spec import (
 )
 
 SPLITS = ("train", "validation", "test")
-SAMPLE_ROWS_PER_CHECK = 20
-
-
-@dataclass
-class CheckReport:
-    """What the checks found: blocking failures, failing-row counts per row check, a sample."""
-
-    failures: list[str] = field(default_factory=list)  # lines that stop the run
-    failing_rows: dict[str, int] = field(default_factory=dict)  # row check -> rows failing it
-    dropped_rows: int = 0
-    sample: pd.DataFrame | None = None  # failing rows (<= 20 per check), column `failed_check`
-
-    def as_dict(self) -> dict:
-        return {"failures": self.failures, "failing_rows": self.failing_rows,
-                "dropped_rows": self.dropped_rows}
-
-
-
 @dataclass(frozen=True)
 class Table:
-    """The selected columns of a source, split three ways, with what later stages need to know."""
+    """The selected columns of a source, checked and split three ways, and what later stages
+    need to know. The rows stay in Ray Data (`dataset(split)`, lazy) unless the source is an
+    in-memory one (`frames`)."""
 
-    splits: dict[str, pd.DataFrame]
     features: list[str]
     feature_types: dict[str, str]  # column -> "numeric" | "categorical"
     target: str
     classes: list | None  # sorted class labels for classification, None for regression
     fingerprint: str
     rows: int
-    checks: CheckReport = field(default_factory=CheckReport)
+    split_rows: dict[str, int]
+    checks: CheckReport
+    profile: dict  # of the training split (runtime.profile)
+    config: ScanConfig
+    frames: dict[str, pd.DataFrame] | None = None  # in-memory sources only
+    source: Any = None  # the lazy ray.data.Dataset of a streamed source
+
+    def dataset(self, split: str):
+        """The rows of one split as a lazy Ray Dataset (re-read from the source on each use)."""
+        import ray.data
+
+        if self.frames is not None:
+            return ray.data.from_pandas(self.frames[split])
+        return self.source.map_batches(rows_of_split, batch_format="pyarrow",
+                                       fn_kwargs={"config": self.config, "split": split})
 
 
 def load_table(data: Data, task: str) -> Table:
-    """Read, select, check and split the spec's data. Raises InputError / DataCheckError."""
-    frame = read_source(data.source)
-    frame, features = select_columns(frame, data)
-    frame, report = check_frame(frame, data.checks)
-    if report.failures:
-        raise DataCheckError("data checks failed:\n" + "\n".join(f"  {f}" for f in report.failures),
-                             report=report)
-    classes = None
-    if task == "classification":
-        classes = sorted(frame[data.target].unique().tolist())
-        if len(classes) < 2:
-            raise DataCheckError(f"data.target: '{data.target}' has a single class {classes}")
-    elif not ptypes.is_numeric_dtype(frame[data.target]):
+    """Read, select, check, split and profile the spec's data in one pass over the source.
+    Raises InputError (bad columns) or DataCheckError (failed checks)."""
+    classification = task == "classification"
+    if isinstance(data.source, SklearnSource):
+        frame = read_source(data.source)
+        features = select_features(list(frame.columns), data)
+        frame = frame[[*features, data.target]]
+        types = {c: column_type(frame[c]) for c in frame.columns}
+    else:
+        ds = open_dataset(data.source)
+        names = ds.schema().names
+        features = select_features(list(names), data)
+        ds = ds.select_columns([*features, data.target])
+        types = _arrow_types(ds.schema())
+    _check_target_and_checks(data, task, types, features)
+    feature_types = {c: types[c] for c in features}
+    config = ScanConfig(checks=data.checks, split=data.split, target=data.target,
+                        features=tuple(features), feature_types=feature_types,
+                        classification=classification)
+    if isinstance(data.source, SklearnSource):
+        stratify = data.split.stratify if data.split.stratify is not None else classification
+        frame = frame.assign(**{SPLIT_COLUMN: split_ids(frame, data.split,
+                                                        data.target if stratify else None)})
+        result = combine([scan_batch(frame, config)], config)
+    else:
+        result = scan_dataset(ds, config)
+    if result.report.failures:
+        raise DataCheckError("data checks failed:\n"
+                             + "\n".join(f"  {f}" for f in result.report.failures),
+                             report=result.report)
+    if classification and len(result.classes or []) < 2:
+        raise DataCheckError(f"data.target: '{data.target}' has a single class {result.classes}")
+    frames = ({name: rows_of_split(frame, config, name) for name in SPLITS}
+              if isinstance(data.source, SklearnSource) else None)
+    return Table(features=features, feature_types=feature_types, target=data.target,
+                 classes=result.classes, fingerprint=result.fingerprint, rows=result.rows,
+                 split_rows=result.split_rows, checks=result.report, profile=result.profile,
+                 config=config, frames=frames,
+                 source=None if frames is not None else ds)
+
+
+def _check_target_and_checks(data: Data, task: str, types: dict[str, str],
+                             features: list[str]) -> None:
+    unknown = [c for c in data.checks.columns if c not in types]
+    if unknown:
+        raise InputError(f"data.checks.columns: no column {unknown} among the selected "
+                         f"columns ({_preview([*features, data.target])})")
+    if task == "regression" and types[data.target] != "numeric":
         raise InputError(f"data.target: regression needs a numeric target, "
-                         f"'{data.target}' is {frame[data.target].dtype}")
-    stratify = data.split.stratify if data.split.stratify is not None else task == "classification"
-    splits = split_frame(frame, data.split, data.target if stratify else None)
-    return Table(
-        splits=splits,
-        features=features,
-        feature_types={c: column_type(frame[c]) for c in features},
-        target=data.target,
-        classes=classes,
-        fingerprint=fingerprint(frame),
-        rows=len(frame),
-        checks=report,
-    )
+                         f"'{data.target}' is not numeric")
 
 
-def read_source(source) -> pd.DataFrame:
-    if isinstance(source, SklearnSource):
-        import sklearn.datasets
+def _arrow_types(schema) -> dict[str, str]:
+    import pyarrow as pa
 
-        return getattr(sklearn.datasets, f"load_{source.name}")(as_frame=True).frame
-    if isinstance(source, SyntheticSource):
-        return synthetic_frame(source)
-    if isinstance(source, ParquetSource | CsvSource):
-        return _read_with_ray(source)
-    raise InputError(f"data.source: unsupported source {source!r}")
+    out = {}
+    for name, kind in zip(schema.names, schema.types, strict=True):
+        numeric = (pa.types.is_integer(kind) or pa.types.is_floating(kind)
+                   or pa.types.is_boolean(kind) or pa.types.is_decimal(kind))
+        out[name] = "numeric" if numeric else "categorical"
+    return out
 
 
-def _read_with_ray(source: ParquetSource | CsvSource) -> pd.DataFrame:
+def read_source(source: SklearnSource) -> pd.DataFrame:
+    """An in-memory scikit-learn dataset, target column `target`."""
+    import sklearn.datasets
+
+    return getattr(sklearn.datasets, f"load_{source.name}")(as_frame=True).frame
+
+
+def open_dataset(source):
+    """A lazy Ray Dataset over a file source (directories, globs, pyarrow filesystem URIs) or
+    the synthetic generator. Nothing is read beyond what the schema needs."""
     import ray.data
 
+    if isinstance(source, SyntheticSource):
+        return synthetic_dataset(source)
+    if isinstance(source, SklearnSource):
+        return ray.data.from_pandas(read_source(source))
     reader = ray.data.read_parquet if isinstance(source, ParquetSource) else ray.data.read_csv
     try:
-        frame = _to_pandas(reader(source.path))
+        ds = reader(source.path)
+        schema = ds.schema()
     except FileNotFoundError as e:
         raise InputError(f"data.source.path: not found: {source.path}") from e
     except (ValueError, OSError) as e:
         raise InputError(f"data.source.path: cannot read {source.kind} at {source.path}: "
                          f"{str(e).splitlines()[0]}") from e
-    if frame.empty:
+    if schema is None or not schema.names:
         raise InputError(f"data.source.path: no rows in {source.path}")
-    return frame
+    return ds
 
 
 SYNTHETIC_CHUNK_ROWS = 100_000
 
 
-def _to_pandas(ds) -> pd.DataFrame:
-    """Materialize a dataset as a NumPy-backed frame: Ray's `to_pandas` gives pyarrow-backed
-    dtypes under pandas 3, which would make the same data look different (dtypes are part of
-    the fingerprint) depending on the source."""
-    import pyarrow as pa
-    import ray
-
-    tables = ray.get(ds.to_arrow_refs())
-    return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame()
-
-
-def synthetic_frame(source: SyntheticSource) -> pd.DataFrame:
-    """Gaussian features and a target from a fixed random linear model. Generated in chunks of
-    SYNTHETIC_CHUNK_ROWS in parallel Ray tasks when the data is large; chunk i draws from
-    default_rng([seed, i]), so the rows depend on the seed only, never on the parallelism."""
-    size = SYNTHETIC_CHUNK_ROWS
-    chunks = -(-source.rows // size)
-    if chunks == 1:
-        return synthetic_chunk(source, 0, size)
+def synthetic_dataset(source: SyntheticSource, size: int | None = None):
+    """Gaussian features and a target from a fixed random linear model, generated lazily in
+    chunks of `size` rows by parallel Ray tasks. Chunk i draws from default_rng([seed, i]), so
+    the rows depend on the seed only, never on the parallelism."""
     import ray.data
 
-    ds = ray.data.range(chunks, override_num_blocks=chunks).map_batches(
-        lambda ids: synthetic_chunk(source, int(ids["id"][0]), size), batch_size=1,
-        batch_format="pandas")
-    return _to_pandas(ds)
+    size = size or SYNTHETIC_CHUNK_ROWS
+    chunks = -(-source.rows // size)
+    return ray.data.range(chunks, override_num_blocks=min(chunks, 1000)).map_batches(
+        _synthetic_batch, batch_size=1, batch_format="pandas",
+        fn_kwargs={"source": source, "size": size})
+
+
+def _synthetic_batch(ids: pd.DataFrame, source: SyntheticSource, size: int) -> pd.DataFrame:
+    return synthetic_chunk(source, int(ids["id"].iloc[0]), size)
 
 
 def synthetic_chunk(source: SyntheticSource, index: int,
@@ -164,8 +197,7 @@ def synthetic_chunk(source: SyntheticSource, index: int,
     return frame
 
 
-def select_columns(frame: pd.DataFrame, data: Data) -> tuple[pd.DataFrame, list[str]]:
-    columns = list(frame.columns)
+def select_features(columns: list[str], data: Data) -> list[str]:
     if data.target not in columns:
         raise InputError(f"data.target: no column '{data.target}' in the source "
                          f"(columns: {_preview(columns)})")
@@ -179,114 +211,7 @@ def select_columns(frame: pd.DataFrame, data: Data) -> tuple[pd.DataFrame, list[
         features = list(data.features)
     if not features:
         raise InputError("data.features: the source has no column besides the target")
-    return frame[[*features, data.target]], features
-
-
-def column_type(series: pd.Series) -> str:
-    if ptypes.is_bool_dtype(series) or ptypes.is_numeric_dtype(series):
-        return "numeric"
-    return "categorical"
-
-
-def check_frame(frame: pd.DataFrame, checks: Checks) -> tuple[pd.DataFrame, CheckReport]:
-    """Run `data.checks`; return the frame (failing rows dropped with `on_fail: drop_rows`) and
-    the report. Dtype, null-fraction and min_rows failures always stop; range and
-    allowed-value failures stop unless `on_fail: drop_rows`."""
-    unknown = [c for c in checks.columns if c not in frame.columns]
-    if unknown:
-        raise InputError(f"data.checks.columns: no column {unknown} in the data "
-                         f"(columns: {_preview(list(frame.columns))})")
-    report = CheckReport()
-    report.failures += _dtype_failures(frame, checks)
-    report.failures += _null_failures(frame, checks)
-    masks = _row_check_masks(frame, checks)
-    report.failing_rows = {name: int(mask.sum()) for name, mask in masks.items()}
-    failing = {name: mask for name, mask in masks.items() if mask.any()}
-    if failing:
-        report.sample = pd.concat(
-            [frame[mask].head(SAMPLE_ROWS_PER_CHECK).assign(failed_check=name)
-             for name, mask in failing.items()])
-        if checks.on_fail == "drop_rows":
-            keep = ~np.logical_or.reduce(list(failing.values()))
-            report.dropped_rows = int((~keep).sum())
-            frame = frame[keep]
-        else:
-            report.failures += [_row_failure_line(frame, name, mask, checks)
-                                for name, mask in failing.items()]
-    if len(frame) < checks.min_rows:
-        dropped = f" after dropping {report.dropped_rows}" if report.dropped_rows else ""
-        report.failures.append(f"data.checks.min_rows: {len(frame)} rows{dropped}, "
-                               f"need >= {checks.min_rows}")
-    return frame, report
-
-
-def run_checks(frame: pd.DataFrame, checks: Checks) -> list[str]:
-    """Return one line per failed check, naming the check, the column and the numbers."""
-    return check_frame(frame, checks)[1].failures
-
-
-def _dtype_failures(frame: pd.DataFrame, checks: Checks) -> list[str]:
-    failures = []
-    for column, check in checks.columns.items():
-        if check.dtype is None:
-            continue
-        series = frame[column]
-        if check.dtype == "categorical":
-            ok = column_type(series) == "categorical"
-        elif check.dtype == "integer":
-            values = series.dropna()
-            ok = ptypes.is_integer_dtype(series) or (
-                ptypes.is_float_dtype(series) and bool((values == values.round()).all()))
-        else:
-            ok = column_type(series) == "numeric"
-        if not ok:
-            failures.append(f"data.checks.columns.{column}.dtype: column '{column}' is "
-                            f"{series.dtype}, expected {check.dtype}")
-    return failures
-
-
-def _null_failures(frame: pd.DataFrame, checks: Checks) -> list[str]:
-    failures = []
-    if not len(frame):
-        return failures
-    for column, fraction in frame.isna().mean().items():
-        column_check = checks.columns.get(column)
-        if column_check is not None and column_check.max_null_fraction is not None:
-            limit, where = column_check.max_null_fraction, f"columns.{column}.max_null_fraction"
-        else:
-            limit, where = checks.max_null_fraction, "max_null_fraction"
-        if fraction > limit:
-            failures.append(f"data.checks.{where}: column '{column}' is {fraction:.1%} null, "
-                            f"allowed {limit:.1%}")
-    return failures
-
-
-def _row_check_masks(frame: pd.DataFrame, checks: Checks) -> dict[str, np.ndarray]:
-    """One boolean mask of failing rows per row-level check (nulls never fail these: the null
-    checks cover them)."""
-    masks = {}
-    for column, check in checks.columns.items():
-        series = frame[column]
-        if check.min is not None or check.max is not None:
-            values = pd.to_numeric(series, errors="coerce")
-            if check.min is not None:
-                masks[f"columns.{column}.min"] = (values < check.min).to_numpy()
-            if check.max is not None:
-                masks[f"columns.{column}.max"] = (values > check.max).to_numpy()
-        if check.allowed is not None:
-            masks[f"columns.{column}.allowed"] = (
-                series.notna() & ~series.isin(check.allowed)).to_numpy()
-    return masks
-
-
-def _row_failure_line(frame: pd.DataFrame, name: str, mask: np.ndarray, checks: Checks) -> str:
-    column, rule = name.split(".")[1:]
-    check = checks.columns[column]
-    examples = ", ".join(map(repr, frame.loc[mask, column].head(3).tolist()))
-    what = {"min": f"below {check.min}", "max": f"above {check.max}",
-            "allowed": f"not in {check.allowed}"}[rule]
-    return (f"data.checks.{name}: {int(mask.sum())} rows of '{column}' {what} "
-            f"(e.g. {examples}); set on_fail: drop_rows to drop them")
+    return features
 
 
 def split_frame(frame: pd.DataFrame, split: Split,
@@ -309,12 +234,13 @@ def split_frame(frame: pd.DataFrame, split: Split,
     return {"train": train, "validation": validation, "test": test}
 
 
-def fingerprint(frame: pd.DataFrame) -> str:
-    """Content hash of the selected data: same rows and columns give the same value."""
-    digest = hashlib.sha256()
-    digest.update(repr([(c, str(t)) for c, t in frame.dtypes.items()]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
+def split_ids(frame: pd.DataFrame, split: Split, stratify_on: str | None) -> np.ndarray:
+    """The exact (stratified) split of an in-memory frame as one split id per row."""
+    parts = split_frame(frame, split, stratify_on)
+    ids = pd.Series(SPLIT_IDS["train"], index=frame.index, dtype=np.int8)
+    for name in ("validation", "test"):
+        ids[parts[name].index] = SPLIT_IDS[name]
+    return ids.to_numpy()
 
 
 def _preview(columns: list[str], limit: int = 12) -> str:

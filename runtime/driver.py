@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from runtime import registry
@@ -30,8 +32,8 @@ from runtime.errors import DataCheckError, GateFailed
 from runtime.evaluate import Verdict, check_gate, compute_metrics
 from runtime.inference import Predictor, save_model_dir, write_json_atomic
 from runtime.models import spec_framework
-from runtime.preprocess import fit_state, output_columns, transform_frame
-from runtime.profile import profile_frame
+from runtime.preprocess import fit_state, output_columns
+from runtime.scan import to_frame
 from runtime.spec import JobSpec
 from runtime.train import TrainOutput, train_sklearn, train_torch, training_datasets
 
@@ -91,16 +93,14 @@ def run_job(spec: JobSpec, address: str | None = None,
             table = _load_data(spec)
             echo(f"  {table.rows} rows, {len(table.features)} features, fingerprint "
                  f"{table.fingerprint}; split "
-                 f"{', '.join(f'{k}={len(v)}' for k, v in table.splits.items())}")
+                 f"{', '.join(f'{k}={v}' for k, v in table.split_rows.items())}")
             if table.checks.dropped_rows:
                 echo(f"  dropped {table.checks.dropped_rows} rows failing "
                      f"{', '.join(k for k, v in table.checks.failing_rows.items() if v)}")
         with clock.stage("preprocess"):
-            import ray.data
-
-            state = fit_state(list(spec.data.preprocess),
-                              ray.data.from_pandas(table.splits["train"]), table.feature_types)
-            profile = profile_frame(table.splits["train"], table.feature_types)
+            state = fit_state(list(spec.data.preprocess), table.dataset("train"),
+                              table.feature_types)
+            profile = table.profile
             n_in = len(output_columns(state))
             echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model "
                  "inputs; data profile recorded")
@@ -116,10 +116,8 @@ def run_job(spec: JobSpec, address: str | None = None,
             save_model_dir(model_dir, meta, state, output.model)
             write_json_atomic(model_dir / PROFILE_FILE, profile)
             predictor = Predictor.load(model_dir)  # evaluate exactly what gets registered
-            test = table.splits["test"]
-            predictions, proba = predictor.predict(test[table.features])
-            metrics = compute_metrics(spec.metrics, test[table.target].to_numpy(), predictions,
-                                      proba, table.classes)
+            y_true, predictions, proba = _predict_test_split(table, predictor)
+            metrics = compute_metrics(spec.metrics, y_true, predictions, proba, table.classes)
             mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
             champion = registry.version_by_alias(spec.name, spec.register.alias) \
                 if _model_exists(spec.name) else None
@@ -169,16 +167,43 @@ def _open_tracking(spec: JobSpec) -> tuple[str, str]:
 def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str) -> TrainOutput:
     n_out = len(table.classes) if table.classes is not None else 1
     if spec_framework(spec.model, n_in, n_out) == "torch":
-        datasets = training_datasets(table.splits, state, table.target, table.classes)
+        datasets = training_datasets(table, state)
         storage = spec.storage if "://" in spec.storage else str(Path(spec.storage).absolute())
-        rows = sum(len(table.splits[s]) for s in ("train", "validation"))
+        rows = table.split_rows["train"] + table.split_rows["validation"]
         return train_torch(spec.train, spec.model, datasets, n_in, table.classes,
                            f"{storage}/ray_train", f"{spec.name}-{run_id}",
                            cache_shards=rows * n_in * 4 <= CACHE_SHARDS_BELOW_BYTES)
-    train = table.splits["train"]
-    x = transform_frame(state, train)
-    return train_sklearn(spec.model, x, train[table.target].to_numpy(), n_out,
-                         spec.train.cpus_per_worker)
+    return train_sklearn(spec.model, table, state, n_out, spec.train.cpus_per_worker)
+
+
+EVAL_BATCH_ROWS = 65_536
+
+
+def _predict_test_split(table: Table, predictor: Predictor):
+    """Predict the test split batch by batch: the driver holds labels and predictions, not the
+    rows."""
+    if table.frames is not None:
+        batches = [table.frames["test"]]
+    else:
+        batches = (to_frame(b) for b in table.dataset("test").iter_batches(
+            batch_size=EVAL_BATCH_ROWS, batch_format="pyarrow"))
+    y_true, predicted, probabilities = [], [], []
+    for batch in batches:
+        labels, proba = predictor.predict(batch[table.features])
+        y_true.append(batch[table.target].to_numpy())
+        predicted.append(labels)
+        if proba is not None:
+            probabilities.append(proba)
+    if not y_true:
+        raise DataCheckError("data.split.test: the test split is empty")
+    return (np.concatenate(y_true), np.concatenate(predicted),
+            np.concatenate(probabilities) if probabilities else None)
+
+
+def _test_rows(table: Table, n: int) -> pd.DataFrame:
+    if table.frames is not None:
+        return table.frames["test"].head(n)
+    return pd.DataFrame(table.dataset("test").take(n))
 
 
 def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> dict:
@@ -248,7 +273,7 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
 def _signature(table: Table, predictor: Predictor):
     from mlflow.models import infer_signature
 
-    sample = table.splits["test"][table.features].head(5)
+    sample = _test_rows(table, 5)[table.features]
     with warnings.catch_warnings():  # the integer-columns hint: inputs are validated by mlrt
         warnings.simplefilter("ignore", UserWarning)
         return infer_signature(sample, predictor.predict_frame(sample))

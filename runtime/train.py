@@ -19,6 +19,7 @@ import pandas as pd
 
 from runtime.errors import TrainingError
 from runtime.preprocess import transform_frame
+from runtime.scan import to_frame
 from runtime.spec import ModelSpec, Train
 
 PROGRESS_FILE = "progress.json"
@@ -34,8 +35,10 @@ class TrainOutput:
 # --- data for the torch loop -----------------------------------------------------------------
 
 
-def to_training_batch(batch: pd.DataFrame, state: dict, target: str, classes: list | None) -> dict:
-    """Raw rows -> {"x": float32 matrix, "y": class index or float target}."""
+def to_training_batch(batch, state: dict, target: str, classes: list | None) -> dict:
+    """Raw rows (a pyarrow or pandas batch) -> {"x": float32 matrix, "y": class index or float
+    target}."""
+    batch = to_frame(batch)
     x = transform_frame(state, batch)
     if classes is None:
         y = batch[target].to_numpy(dtype=np.float32)
@@ -44,17 +47,15 @@ def to_training_batch(batch: pd.DataFrame, state: dict, target: str, classes: li
     return {"x": x, "y": y}
 
 
-def training_datasets(splits: dict[str, pd.DataFrame], state: dict, target: str,
-                      classes: list | None) -> dict:
-    """Ray Datasets of model-ready batches for the train and validation splits (lazy)."""
-    import ray.data
-
+def training_datasets(table, state: dict) -> dict:
+    """Ray Datasets of model-ready batches for the train and validation splits (lazy: each
+    worker streams its shard from the source)."""
     datasets = {}
     for name in ("train", "validation"):
-        if len(splits[name]):
-            datasets[name] = ray.data.from_pandas(splits[name]).map_batches(
-                to_training_batch, batch_format="pandas",
-                fn_kwargs={"state": state, "target": target, "classes": classes},
+        if table.split_rows[name]:
+            datasets[name] = table.dataset(name).map_batches(
+                to_training_batch, batch_format="pyarrow",
+                fn_kwargs={"state": state, "target": table.target, "classes": table.classes},
             )
     return datasets
 
@@ -233,25 +234,33 @@ def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
     return TrainOutput(model=model, history=progress["history"], restarts=progress["restarts"])
 
 
-def train_sklearn(model_spec: ModelSpec, x: np.ndarray, y: np.ndarray, n_out: int,
+def train_sklearn(model_spec: ModelSpec, table, state: dict, n_out: int,
                   cpus: float) -> TrainOutput:
-    """Fit the estimator in a Ray task (on any node with `cpus` free)."""
+    """Fit the estimator in a Ray task (on any node with `cpus` free). scikit-learn fits in
+    memory: the task reads the training split there, not in the driver."""
     import ray
 
     from runtime.models import build_model
+    from runtime.preprocess import output_columns
 
-    estimator = build_model(model_spec, x.shape[1], n_out)
+    estimator = build_model(model_spec, len(output_columns(state)), n_out)
     fit = ray.remote(num_cpus=cpus, max_retries=0)(_fit_estimator)
+    train = table.frames["train"] if table.frames is not None else table.dataset("train")
     try:
-        fitted = ray.get(fit.remote(estimator, x, y))
+        fitted = ray.get(fit.remote(estimator, train, state, table.target))
     except ray.exceptions.RayTaskError as e:
         raise TrainingError(f"fitting {type(estimator).__name__} failed: "
                             f"{_first_line(e.cause if e.cause else e)}") from e
     return TrainOutput(model=fitted)
 
 
-def _fit_estimator(estimator, x: np.ndarray, y: np.ndarray):
-    return estimator.fit(x, y)
+def _fit_estimator(estimator, train, state: dict, target: str):
+    if not isinstance(train, pd.DataFrame):  # a Ray Dataset: read the split here, in the task
+        import pyarrow as pa
+        import ray
+
+        train = to_frame(pa.concat_tables(ray.get(train.to_arrow_refs())))
+    return estimator.fit(transform_frame(state, train), train[target].to_numpy())
 
 
 def _first_line(error: BaseException) -> str:

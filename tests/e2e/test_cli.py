@@ -81,7 +81,7 @@ def test_registered_model_predicts_test_split_at_reported_accuracy(workdir, monk
     model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
     spec = load_spec(workdir / "jobs" / "digits.yaml")
     table = load_table(spec.data, spec.task)
-    test = table.splits["test"]
+    test = table.frames["test"]
     predicted = model.predict(test[table.features])["prediction"].to_numpy()
     accuracy = float((predicted == test[table.target].to_numpy()).mean())
     assert accuracy == pytest.approx(info["metrics"]["accuracy"], abs=1e-9)

@@ -6,15 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runtime.data import (
-    check_frame,
-    fingerprint,
-    load_table,
-    run_checks,
-    select_columns,
-    split_frame,
-)
+from runtime.data import load_table, select_features, split_frame, synthetic_chunk
 from runtime.errors import DataCheckError, InputError
+from runtime.scan import assign_splits, check_frame
+from runtime.scan import frame_fingerprint as fingerprint
 from runtime.spec import Checks, Data, Split
 
 
@@ -60,12 +55,12 @@ def test_unstratifiable_split_names_the_column():
 
 def test_checks_report_each_failure(frame):
     frame.loc[:99, "a"] = np.nan
-    failures = run_checks(frame, Checks(min_rows=5000, max_null_fraction=0.05))
+    failures = check_frame(frame, Checks(min_rows=5000, max_null_fraction=0.05))[1].failures
     assert failures == [
         "data.checks.max_null_fraction: column 'a' is 10.0% null, allowed 5.0%",
         "data.checks.min_rows: 1000 rows, need >= 5000",
     ]
-    assert run_checks(frame, Checks(min_rows=10, max_null_fraction=0.1)) == []
+    assert check_frame(frame, Checks(min_rows=10, max_null_fraction=0.1))[1].failures == []
 
 
 def test_fingerprint_stable_and_sensitive(frame):
@@ -76,13 +71,15 @@ def test_fingerprint_stable_and_sensitive(frame):
     assert fingerprint(frame.rename(columns={"a": "z"})) != fingerprint(frame)
 
 
-def test_select_columns_names_missing(frame):
+def test_select_features_names_missing(frame):
     spec = Data(source={"kind": "csv", "path": "x.csv"}, target="label")
     with pytest.raises(InputError, match=r"data.target: no column 'label' in the source"):
-        select_columns(frame, spec)
+        select_features(list(frame.columns), spec)
     spec = Data(source={"kind": "csv", "path": "x.csv"}, features=["a", "zz"])
     with pytest.raises(InputError, match=r"data.features: no column \['zz'\]"):
-        select_columns(frame, spec)
+        select_features(list(frame.columns), spec)
+    assert select_features(list(frame.columns), Data(source={"kind": "csv", "path": "x"})) == [
+        "a", "b"]
 
 
 def test_load_table_from_sklearn_source():
@@ -96,10 +93,21 @@ def test_load_table_from_sklearn_source():
                         checks={"min_rows": 1000}), "classification")
 
 
-def test_synthetic_source_is_deterministic():
-    data = Data(source={"kind": "synthetic", "rows": 500, "features": 4, "classes": 3, "seed": 1})
-    a, b = load_table(data, "classification"), load_table(data, "classification")
-    assert a.fingerprint == b.fingerprint and a.rows == 500 and a.classes == [0, 1, 2]
+def test_synthetic_chunks_are_deterministic():
+    source = Data(source={"kind": "synthetic", "rows": 500, "features": 4, "classes": 3,
+                          "seed": 1}).source
+    a, b = synthetic_chunk(source, 0, 300), synthetic_chunk(source, 0, 300)
+    pd.testing.assert_frame_equal(a, b)
+    assert len(synthetic_chunk(source, 1, 300)) == 200 and set(a["target"]) == {0, 1, 2}
+
+
+def test_hash_split_is_seeded_and_sized():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 100_000, dtype=np.uint64) * np.uint64(2)
+    ids = assign_splits(hashes, Split(test=0.2, validation=0.1, seed=3))
+    assert np.bincount(ids) / len(ids) == pytest.approx([0.7, 0.1, 0.2], abs=0.01)
+    assert (assign_splits(hashes, Split(test=0.2, validation=0.1, seed=3)) == ids).all()
+    assert (assign_splits(hashes, Split(test=0.2, validation=0.1, seed=4)) != ids).mean() > 0.3
 
 
 @pytest.fixture
