@@ -72,6 +72,11 @@ _NOISE = (
 )
 
 
+# Ray Train's placement-group janitor: without a dashboard (or with two local Rays on one
+# machine) its state queries fail on every poll and it prints a traceback; the job is unaffected.
+_QUIET_ACTORS = frozenset({"PlacementGroupCleaner"})
+
+
 def _filter_worker_logs() -> None:
     """Drop Ray's per-run chatter from the worker logs forwarded to this terminal, keeping
     training progress, warnings and errors. Uses Ray's log dispatcher; if its private API
@@ -87,6 +92,8 @@ def _filter_worker_logs() -> None:
         return
 
     def _filtered(data: dict) -> None:
+        if data.get("actor_name") in _QUIET_ACTORS:
+            return
         lines = [line for line in data.get("lines", []) if not any(n in line for n in _NOISE)]
         if lines:
             original({**data, "lines": lines})
