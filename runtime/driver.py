@@ -116,34 +116,12 @@ def run_job(spec: JobSpec, address: str | None = None,
             save_model_dir(model_dir, meta, state, output.model)
             write_json_atomic(model_dir / PROFILE_FILE, profile)
             predictor = Predictor.load(model_dir)  # evaluate exactly what gets registered
-            y_true, predictions, proba = _predict_test_split(table, predictor)
-            metrics = compute_metrics(spec.metrics, y_true, predictions, proba, table.classes)
-            mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-            champion = registry.version_by_alias(spec.name, spec.register.alias) \
-                if _model_exists(spec.name) else None
-            verdict = check_gate(spec.evaluate.gate, metrics,
-                                 champion.metrics if champion else None,
-                                 champion.version if champion else None)
+            metrics, verdict = _evaluate(spec, table, predictor)
             echo("  " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             echo(f"  gate {'passed' if verdict.passed else 'FAILED'}: {verdict.reason}")
-            mlflow.set_tags({"mlrt.gate": "passed" if verdict.passed else "failed",
-                             "mlrt.gate_reason": verdict.reason})
         with clock.stage("register"):
-            version = registry.log_model_version(
-                spec.name, model_dir, _signature(table, predictor), _requirements(meta),
-                tags={
-                    "mlrt.metrics": json.dumps(metrics),
-                    "mlrt.gate": "passed" if verdict.passed else "failed",
-                    "mlrt.gate_reason": verdict.reason,
-                    "mlrt.spec_hash": spec.spec_hash(),
-                    "mlrt.data_fingerprint": table.fingerprint,
-                    "mlrt.git_commit": _git_commit() or "",
-                    "mlrt.task": spec.task,
-                },
-            )
-            moved_from = None
-            if verdict.passed:
-                moved_from = registry.move_alias(spec.name, spec.register.alias, version)
+            version, moved_from = _register(spec, table, model_dir, predictor, meta, metrics,
+                                            verdict)
             echo(f"  {spec.name} v{version}"
                  + (f" -> @{spec.register.alias}" if verdict.passed else " (alias not moved)"))
         summary = RunSummary(
@@ -174,6 +152,42 @@ def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str) -> 
                            f"{storage}/ray_train", f"{spec.name}-{run_id}",
                            cache_shards=rows * n_in * 4 <= CACHE_SHARDS_BELOW_BYTES)
     return train_sklearn(spec.model, table, state, n_out, spec.train.cpus_per_worker)
+
+
+def _evaluate(spec: JobSpec, table: Table, predictor: Predictor) -> tuple[dict, Verdict]:
+    import mlflow
+
+    y_true, predictions, proba = _predict_test_split(table, predictor)
+    metrics = compute_metrics(spec.metrics, y_true, predictions, proba, table.classes)
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    champion = registry.version_by_alias(spec.name, spec.register.alias)
+    verdict = check_gate(spec.evaluate.gate, metrics, champion.metrics if champion else None,
+                         champion.version if champion else None)
+    mlflow.set_tags({"mlrt.gate": "passed" if verdict.passed else "failed",
+                     "mlrt.gate_reason": verdict.reason})
+    return metrics, verdict
+
+
+def _register(spec: JobSpec, table: Table, model_dir: Path, predictor: Predictor, meta: dict,
+              metrics: dict, verdict: Verdict) -> tuple[str, str | None]:
+    """A new model version (always, tagged with the verdict); the alias moves only on a pass.
+    Returns (version, the version the alias held before or None)."""
+    version = registry.log_model_version(
+        spec.name, model_dir, _signature(table, predictor), _requirements(meta),
+        tags={
+            "mlrt.metrics": json.dumps(metrics),
+            "mlrt.gate": "passed" if verdict.passed else "failed",
+            "mlrt.gate_reason": verdict.reason,
+            "mlrt.spec_hash": spec.spec_hash(),
+            "mlrt.data_fingerprint": table.fingerprint,
+            "mlrt.git_commit": _git_commit() or "",
+            "mlrt.task": spec.task,
+        },
+    )
+    moved_from = None
+    if verdict.passed:
+        moved_from = registry.move_alias(spec.name, spec.register.alias, version)
+    return version, moved_from
 
 
 EVAL_BATCH_ROWS = 65_536
@@ -289,17 +303,6 @@ def _requirements(meta: dict) -> list[str]:
         except metadata.PackageNotFoundError:
             pins.append(name)
     return pins
-
-
-def _model_exists(name: str) -> bool:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        MlflowClient().get_registered_model(name)
-        return True
-    except MlflowException:
-        return False
 
 
 def _git_commit() -> str | None:
