@@ -103,13 +103,18 @@ def _split_and_drop(frame: pd.DataFrame, config: ScanConfig,
     return ids, masks
 
 
-def rows_of_split(batch, config: ScanConfig, split: str) -> pd.DataFrame:
-    """The rows of one split (failing rows dropped under `on_fail: drop_rows`); for
-    `Dataset.map_batches(..., batch_format="pyarrow")`."""
+def rows_of_split(batch, config: ScanConfig, split: str):
+    """The rows of one split (failing rows dropped under `on_fail: drop_rows`), in the batch's
+    own format; for `Dataset.map_batches(..., batch_format="pyarrow")`."""
     frame = to_frame(batch)
     ids, _ = _split_and_drop(frame, config)
     keep = ids == SPLIT_IDS[split]
-    return frame.loc[keep, [*config.features, config.target]].reset_index(drop=True)
+    columns = [*config.features, config.target]
+    if isinstance(batch, pd.DataFrame):
+        return frame.loc[keep, columns].reset_index(drop=True)
+    import pyarrow as pa
+
+    return batch.select(columns).filter(pa.array(keep))
 
 
 def scan_batch(batch, config: ScanConfig) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from runtime.errors import TrainingError
-from runtime.preprocess import transform_frame
+from runtime.preprocess import transform_frame, transform_matrix
 from runtime.scan import to_frame
 from runtime.spec import ModelSpec, Train
 
@@ -36,14 +36,14 @@ class TrainOutput:
 
 
 def to_training_batch(batch, state: dict, target: str, classes: list | None) -> dict:
-    """Raw rows (a pyarrow or pandas batch) -> {"x": float32 matrix, "y": class index or float
-    target}."""
-    batch = to_frame(batch)
-    x = transform_frame(state, batch)
+    """Raw rows (a pyarrow batch) -> {"x": float32 matrix, "y": class index or float target}.
+    The matrix comes straight from the Arrow buffers (no pandas round trip)."""
+    x = transform_matrix(state, batch)
+    labels = batch.column(target).to_numpy()
     if classes is None:
-        y = batch[target].to_numpy(dtype=np.float32)
+        y = labels.astype(np.float32)
     else:
-        y = pd.Categorical(batch[target], categories=classes).codes.astype(np.int64)
+        y = pd.Categorical(labels, categories=classes).codes.astype(np.int64)
     return {"x": x, "y": y}
 
 

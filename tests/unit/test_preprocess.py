@@ -63,3 +63,120 @@ def test_transform_applies_steps_in_order():
 def test_transform_names_missing_columns():
     with pytest.raises(InputError, match=r"missing feature columns: \['weight'\]"):
         transform_frame(STATE, pd.DataFrame({"size": [1.0], "color": ["red"]}))
+
+
+# --- the one-pass fit (statistics per block, combined, replayed through the steps) ----------
+
+
+def _one_pass(frame: pd.DataFrame, ops: list, types: dict, blocks: int = 3) -> dict:
+    """fit_state without Ray: partial_stats per block, combined on the 'driver'."""
+    import pyarrow as pa
+
+    from runtime.preprocess import combine_partials, partial_stats, stat_columns, state_from_stats
+
+    steps = plan_steps(ops, types)
+    moments, counts = stat_columns(steps, types)
+    edges = np.linspace(0, len(frame), blocks + 1).astype(int)
+    rows = [partial_stats(pa.Table.from_pandas(frame.iloc[lo:hi], preserve_index=False),
+                          moments, counts).column("stats")[0].as_py()
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    return state_from_stats(steps, types, combine_partials(rows, moments, counts))
+
+
+def test_one_pass_state_equals_fitting_the_steps_in_order():
+    rng = np.random.default_rng(3)
+    size = rng.normal(10, 3, 500)
+    size[rng.random(500) < 0.3] = np.nan
+    frame = pd.DataFrame({"size": size, "weight": rng.uniform(1, 9, 500),
+                          "color": rng.choice(["red", "blue", None], 500, p=[0.6, 0.3, 0.1])})
+    ops = _ops({"op": "impute", "columns": ["size"]},
+               {"op": "impute", "columns": ["color"], "strategy": "constant", "fill_value": "n/a"},
+               {"op": "standard_scale"}, {"op": "min_max_scale", "columns": ["size"]},
+               {"op": "one_hot"})
+    state = _one_pass(frame, ops, TYPES)
+
+    # the same steps done one after another on the whole frame
+    filled = frame["size"].fillna(frame["size"].mean())
+    scaled = (filled - filled.mean()) / filled.std(ddof=0)
+    impute, scale, minmax, onehot = state["steps"][0], state["steps"][2], state["steps"][3], \
+        state["steps"][4]
+    assert impute["values"]["size"] == pytest.approx(frame["size"].mean(), rel=1e-12)
+    assert scale["mean"]["size"] == pytest.approx(filled.mean(), rel=1e-12)
+    assert scale["std"]["size"] == pytest.approx(filled.std(ddof=0), rel=1e-12)
+    assert scale["std"]["weight"] == pytest.approx(frame["weight"].std(ddof=0), rel=1e-12)
+    assert minmax["min"]["size"] == pytest.approx(scaled.min(), rel=1e-12)
+    assert minmax["max"]["size"] == pytest.approx(scaled.max(), rel=1e-12)
+    assert onehot["categories"] == {"color": ["blue", "n/a", "red"]}
+    assert state["steps"][1]["values"] == {"color": "n/a"}
+
+
+def test_one_pass_moments_stay_accurate_with_a_large_mean():
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"size": 1e9 + rng.normal(0, 0.01, 3000), "weight": np.arange(3000.0),
+                          "color": "red"})
+    state = _one_pass(frame, _ops({"op": "standard_scale"}, {"op": "one_hot"}), TYPES, blocks=7)
+    assert state["steps"][0]["std"]["size"] == pytest.approx(frame["size"].std(ddof=0), rel=1e-6)
+
+
+def test_one_hot_keeps_the_most_frequent_categories_sorted():
+    color = ["red"] * 5 + ["green"] * 3 + ["blue"] * 3 + ["amber"] * 1
+    frame = pd.DataFrame({"size": 1.0, "weight": 1.0, "color": color})
+    state = _one_pass(frame, _ops({"op": "one_hot", "max_categories": 2}), TYPES)
+    # red (5), then green and blue tie at 3: the smaller value wins, so blue
+    assert state["steps"][0]["categories"] == {"color": ["blue", "red"]}
+    state = _one_pass(frame, _ops({"op": "impute", "columns": ["color"],
+                                   "strategy": "most_frequent"}, {"op": "one_hot"}), TYPES)
+    assert state["steps"][0]["values"] == {"color": "red"}
+    assert state["steps"][1]["categories"] == {"color": ["amber", "blue", "green", "red"]}
+
+
+def test_one_pass_refuses_what_the_stock_preprocessors_cannot_fit():
+    frame = pd.DataFrame({"size": [1.0], "weight": [2.0], "color": [None]})
+    with pytest.raises(InputError, match=r"one_hot: column 'color' has 1 missing values"):
+        _one_pass(frame, _ops({"op": "one_hot"}), TYPES, blocks=1)
+    with pytest.raises(InputError, match=r"fill_value 'x' does not fit the numeric columns"):
+        plan_steps(_ops({"op": "impute", "strategy": "constant", "fill_value": "x"},
+                        {"op": "one_hot"}), TYPES)
+    with pytest.raises(InputError, match=r"\['color'\] are already one-hot encoded"):
+        plan_steps(_ops({"op": "one_hot"}, {"op": "impute", "columns": ["color"],
+                                            "strategy": "most_frequent"}), TYPES)
+
+
+def test_all_null_column_scales_to_nan_like_the_stock_scaler():
+    frame = pd.DataFrame({"size": [np.nan, np.nan], "weight": [1.0, 3.0], "color": "red"})
+    state = _one_pass(frame, _ops({"op": "standard_scale"}, {"op": "one_hot"}), TYPES, blocks=2)
+    assert state["steps"][0]["mean"] == {"size": None, "weight": 2.0}
+    assert state["steps"][0]["std"] == {"size": None, "weight": 1.0}
+
+
+# --- the Arrow streaming transform ------------------------------------------------------------
+
+
+def _arrow_x(state: dict, frame: pd.DataFrame) -> np.ndarray:
+    import pyarrow as pa
+
+    from runtime.preprocess import transform_arrow
+
+    out = transform_arrow(pa.Table.from_pandas(frame, preserve_index=False), state, label="y")
+    assert out.column("y").to_pylist() == frame["y"].tolist()
+    return out.column("x").combine_chunks().to_numpy()
+
+
+def test_arrow_transform_equals_transform_frame():
+    frame = pd.DataFrame({"weight": [10.0, 12.0, None, 14.0], "size": [4.0, None, 0.0, 2.5],
+                          "color": ["red", "blue", "green", None], "y": [1, 0, 1, 0]})
+    x = _arrow_x(STATE, frame)
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x, transform_frame(STATE, frame))
+
+
+def test_arrow_transform_one_hot_of_a_numeric_column_and_the_pandas_fallback():
+    state = {"version": 1, "features": ["size", "color"],
+             "feature_types": {"size": "numeric", "color": "numeric"},
+             "steps": [{"op": "one_hot", "columns": ["color"], "categories": {"color": [1, 3]}},
+                       {"op": "impute", "columns": ["size"], "values": {"size": 0.5}}]}
+    frame = pd.DataFrame({"size": [1.0, None, 3.0], "color": [3, 2, 1], "y": ["a", "b", "c"]})
+    np.testing.assert_array_equal(_arrow_x(state, frame), transform_frame(state, frame))
+    # a text column where the state expects numbers: transform_frame decides (NaN)
+    frame["size"] = ["1.5", "x", None]
+    np.testing.assert_array_equal(_arrow_x(state, frame), transform_frame(state, frame))

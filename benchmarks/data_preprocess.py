@@ -1,0 +1,327 @@
+"""Rows/s and peak memory of preprocessing parquet: mlrt's Ray Data pipeline vs single-process
+pandas + scikit-learn, in one run.
+
+    .venv/bin/python benchmarks/data_preprocess.py                   # 1M rows (make bench)
+    .venv/bin/python benchmarks/data_preprocess.py --rows 10000000   # add --stock for Ray's Chain
+
+Input: synthetic parquet files (32 float64 columns, one string column with 10 values, an int
+label) in a temp dir. Every configuration reads them, standard-scales the numeric columns,
+one-hot encodes the string column (statistics fitted on all rows) and writes parquet:
+
+- pandas: read_parquet -> StandardScaler / OneHotEncoder (scikit-learn) -> float32 -> to_parquet
+- mlrt: read_parquet -> fit_state (one Ray Data pass) -> map_batches(transform_arrow) ->
+  write_parquet, streaming (nothing materialized)
+- stock (--stock): Ray Data's own Chain(StandardScaler, OneHotEncoder).fit_transform -> write
+
+Each runs in a fresh Python process; a sampler thread here sums the RSS (and PSS, which counts
+shared object-store pages once) of that process and all its descendants (for Ray: the driver,
+GCS, raylet, workers). Wall and rows/s cover read -> write; starting Ray is reported apart.
+pandas is skipped when rows x bytes per row x 3 exceeds 70% of available memory. Prints a
+markdown table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMERIC = [f"f{i:02d}" for i in range(32)]
+CATEGORY = "cat"
+LABEL = "label"
+CATEGORIES = [f"v{i}" for i in range(10)]
+# pandas holds the float64 input, a float64 copy for scikit-learn, the float32 output, the
+# strings: ~3x the in-memory width of a row at peak
+BYTES_PER_ROW = len(NUMERIC) * 8 + 16 + 8
+SAMPLE_SECONDS = 0.2
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def write_input(directory: Path, rows: int, files: int, seed: int = 0) -> None:
+    """Synthetic parquet files, written one file at a time so the parent stays small."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    means, scales = rng.uniform(-100, 100, len(NUMERIC)), rng.uniform(0.1, 50, len(NUMERIC))
+    probs = rng.dirichlet(np.ones(len(CATEGORIES)))
+    edges = np.linspace(0, rows, files + 1).astype(int)
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        n = int(hi - lo)
+        columns = {name: rng.normal(means[k], scales[k], n) for k, name in enumerate(NUMERIC)}
+        columns[CATEGORY] = pa.array(np.asarray(CATEGORIES)[rng.choice(len(CATEGORIES), n,
+                                                                        p=probs)])
+        columns[LABEL] = rng.integers(0, 2, n)
+        pq.write_table(pa.table(columns), directory / f"part-{i:04d}.parquet")
+
+
+# --- the pipelines (each runs in its own process: `--run NAME`) ------------------------------
+
+
+def run_pandas(src: Path, dst: Path, _: argparse.Namespace) -> dict:
+    import pandas as pd
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    start = time.perf_counter()
+    frame = pd.read_parquet(src)
+    x_num = StandardScaler().fit_transform(frame[NUMERIC].to_numpy(np.float64))
+    encoder = OneHotEncoder(sparse_output=False, dtype=np.float32)
+    x_cat = encoder.fit_transform(frame[[CATEGORY]])
+    names = NUMERIC + [f"{CATEGORY}={v}" for v in encoder.categories_[0]]
+    out = pd.DataFrame(np.hstack([x_num.astype(np.float32), x_cat]), columns=names)
+    out[LABEL] = frame[LABEL].to_numpy()
+    dst.mkdir(parents=True, exist_ok=True)
+    out.to_parquet(dst / "part-0.parquet", index=False)
+    return {"wall": time.perf_counter() - start}
+
+
+def _start_ray(args: argparse.Namespace) -> float:
+    import logging
+
+    import ray
+
+    start = time.perf_counter()
+    ray.init(num_cpus=args.cpus, object_store_memory=args.object_store_mb * 1024**2,
+             include_dashboard=False, logging_level=logging.WARNING)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    if args.block_mb:
+        ctx.target_max_block_size = args.block_mb * 1024**2
+    return time.perf_counter() - start
+
+
+def run_mlrt(src: Path, dst: Path, args: argparse.Namespace) -> dict:
+    import ray.data
+
+    from runtime.preprocess import fit_state, transform_arrow
+    from runtime.spec import Data
+
+    ray_init = _start_ray(args)
+    ops = list(Data(source={"kind": "parquet", "path": str(src)},
+                    preprocess=[{"op": "standard_scale"}, {"op": "one_hot"}]).preprocess)
+    types = {**{c: "numeric" for c in NUMERIC}, CATEGORY: "categorical"}
+    start = time.perf_counter()
+    ds = ray.data.read_parquet(str(src))
+    state = fit_state(ops, ds, types)
+    fitted = time.perf_counter()
+    kwargs = {"batch_size": args.batch_size} if args.batch_size else {}
+    if args.concurrency:
+        kwargs["concurrency"] = args.concurrency
+    ds.map_batches(transform_arrow, batch_format="pyarrow",
+                   fn_kwargs={"state": state, "label": LABEL}, **kwargs).write_parquet(str(dst))
+    end = time.perf_counter()
+    return {"wall": end - start, "fit": fitted - start, "transform_write": end - fitted,
+            "ray_init": ray_init}
+
+
+def run_stock(src: Path, dst: Path, args: argparse.Namespace) -> dict:
+    import ray.data
+    from ray.data.preprocessors import Chain, OneHotEncoder, StandardScaler
+
+    ray_init = _start_ray(args)
+    start = time.perf_counter()
+    ds = ray.data.read_parquet(str(src))
+    chain = Chain(StandardScaler(NUMERIC), OneHotEncoder([CATEGORY]))
+    transformed = chain.fit_transform(ds)
+    fitted = time.perf_counter()
+    transformed.write_parquet(str(dst))
+    end = time.perf_counter()
+    return {"wall": end - start, "fit": fitted - start, "transform_write": end - fitted,
+            "ray_init": ray_init}
+
+
+PIPELINES = {"pandas": run_pandas, "mlrt": run_mlrt, "stock": run_stock}
+
+
+# --- measuring a child process tree ----------------------------------------------------------
+
+
+class TreeSampler(threading.Thread):
+    """Peak of the summed RSS and PSS of a process and all its descendants."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_rss = self.peak_pss = 0
+        self.peak_procs: list[str] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self._done.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            rss, pss, names = 0, 0, []
+            for proc in procs:
+                try:
+                    info = proc.memory_full_info()  # smaps_rollup: cheap, and gives PSS
+                    rss, pss = rss + info.rss, pss + info.pss
+                    names.append(proc.name())
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+            if rss > self.peak_rss:
+                self.peak_rss, self.peak_procs = rss, names
+            self.peak_pss = max(self.peak_pss, pss)
+            self._done.wait(SAMPLE_SECONDS)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def measure(name: str, src: Path, dst: Path, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--run", name, "--src", str(src), "--dst", str(dst),
+           "--cpus", str(args.cpus), "--object-store-mb", str(args.object_store_mb),
+           "--block-mb", str(args.block_mb), "--batch-size", str(args.batch_size),
+           "--concurrency", str(args.concurrency)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, cwd=ROOT)
+    sampler = TreeSampler(child.pid)
+    sampler.start()
+    out, err = child.communicate()
+    sampler.stop()
+    if child.returncode != 0:
+        sys.exit(f"{name} failed ({child.returncode}):\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss"] = max(sampler.peak_rss, result.pop("maxrss", 0))
+    result["peak_pss"] = sampler.peak_pss
+    result["procs"] = len(sampler.peak_procs)
+    shutil.rmtree(dst, ignore_errors=True)
+    return result
+
+
+def child_main(args: argparse.Namespace) -> None:
+    result = PIPELINES[args.run](Path(args.src), Path(args.dst), args)
+    if args.run != "pandas":
+        import ray
+
+        ray.shutdown()
+    # this process's own peak (the sampler may miss a short spike between samples)
+    result["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def pandas_fits(rows: int) -> tuple[bool, int, int]:
+    import psutil
+
+    need, available = rows * BYTES_PER_ROW * 3, psutil.virtual_memory().available
+    return need <= 0.7 * available, need, available
+
+
+def table(rows: int, results: dict[str, dict], skipped: str | None) -> list[str]:
+    base = results.get("pandas")
+    lines = ["| pipeline | rows/s | wall s | fit s | transform+write s | peak RSS (all procs) "
+             "| peak PSS | rows/s vs pandas | RSS vs pandas |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    if skipped:
+        lines.append(f"| pandas | skipped: {skipped} | | | | | | | |")
+    for name, r in results.items():
+        rate = rows / r["wall"]
+        vs = f"{rate / (rows / base['wall']):.2f}x" if base else "n/a"
+        mem = f"{r['peak_rss'] / base['peak_rss']:.2f}x" if base else "n/a"
+        lines.append(f"| {name} | {rate:,.0f} | {r['wall']:.1f} | {_opt(r, 'fit')} | "
+                     f"{_opt(r, 'transform_write')} | {_gib(r['peak_rss'])} | "
+                     f"{_gib(r['peak_pss'])} | {vs} | {mem} |")
+    return lines
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (its memory and stage times come with it)."""
+    return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+
+
+def _opt(r: dict, key: str) -> str:
+    return f"{r[key]:.1f}" if key in r else "-"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=0, help="input files (default rows/250k)")
+    parser.add_argument("--cpus", type=int, default=2, help="Ray logical CPUs")
+    parser.add_argument("--object-store-mb", type=int, default=1024)
+    parser.add_argument("--block-mb", type=int, default=0,
+                        help="DataContext.target_max_block_size in MiB (0: Ray's default)")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="rows per transform batch (0: whole blocks)")
+    parser.add_argument("--concurrency", type=int, default=0, help="transform tasks (0: auto)")
+    parser.add_argument("--stock", action="store_true", help="also time Ray's stock Chain")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per pipeline (median)")
+    parser.add_argument("--skip-pandas", action="store_true")
+    parser.add_argument("--run", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
+    parser.add_argument("--src", help=argparse.SUPPRESS)
+    parser.add_argument("--dst", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        return child_main(args)
+
+    files = args.files or max(4, args.rows // 250_000)
+    with tempfile.TemporaryDirectory(prefix="mlrt-bench-prep-") as tmp:
+        src, dst = Path(tmp) / "input", Path(tmp) / "output"
+        src.mkdir()
+        start = time.perf_counter()
+        write_input(src, args.rows, files)
+        print(f"input: {args.rows:,} rows in {files} parquet files "
+              f"({sum(f.stat().st_size for f in src.iterdir()) / 1024**2:,.0f} MiB), "
+              f"written in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+        fits, need, available = pandas_fits(args.rows)
+        skipped = None
+        if args.skip_pandas:
+            skipped = "--skip-pandas"
+        elif not fits:
+            skipped = (f"needs ~{_gib(need)}, over 70% of {_gib(available)} available")
+        names = ([] if skipped else ["pandas"]) + ["mlrt"] + (["stock"] if args.stock else [])
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for _ in range(args.repeat):  # interleaved, so load from other users hits all alike
+            for name in names:
+                runs[name].append(measure(name, src, dst, args))
+        results = {name: _median_run(r) for name, r in runs.items()}
+    print("\n".join(table(args.rows, results, skipped)))
+    ray_init = {k: round(r["ray_init"], 1) for k, r in results.items() if "ray_init" in r}
+    print(f"\nray.init (not in wall): {ray_init} s; {args.cpus} Ray CPUs, object store "
+          f"{args.object_store_mb} MiB, block {args.block_mb or 'default'} MiB, batch "
+          f"{args.batch_size or 'block'}; median of {args.repeat}; processes at peak RSS: "
+          f"{ {k: r['procs'] for k, r in results.items()} }")
+    summary = {"benchmark": "data_preprocess", "rows": args.rows}
+    for name, r in results.items():
+        summary[f"{name}_rows_per_s"] = round(args.rows / r["wall"])
+        summary[f"{name}_peak_rss"] = r["peak_rss"]
+    if "pandas" in results:
+        base = results["pandas"]
+        summary["ratio"] = round(base["wall"] / results["mlrt"]["wall"], 3)
+        summary["rss_ratio"] = round(results["mlrt"]["peak_rss"] / base["peak_rss"], 3)
+    else:
+        summary["ratio"] = summary["rss_ratio"] = None
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
