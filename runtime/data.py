@@ -8,7 +8,9 @@ in memory, and get an exact stratified split (`split_frame`).
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,6 @@ from runtime.scan import (
 )
 from runtime.spec import (
     Data,
-    ParquetSource,
     SklearnSource,
     Split,
     SyntheticSource,
@@ -111,21 +112,22 @@ def _check_target_and_checks(data: Data, task: str, types: dict[str, str],
     unknown = [c for c in data.checks.columns if c not in types]
     if unknown:
         raise InputError(f"data.checks.columns: no column {unknown} among the selected "
-                         f"columns ({_preview([*features, data.target])})")
+                         f"columns ({preview([*features, data.target])})")
     if task == "regression" and types[data.target] != "numeric":
         raise InputError(f"data.target: regression needs a numeric target, "
                          f"'{data.target}' is not numeric")
 
 
 def _arrow_types(schema) -> dict[str, str]:
+    return {name: "numeric" if arrow_numeric(kind) else "categorical"
+            for name, kind in zip(schema.names, schema.types, strict=True)}
+
+
+def arrow_numeric(dtype) -> bool:
     import pyarrow as pa
 
-    out = {}
-    for name, kind in zip(schema.names, schema.types, strict=True):
-        numeric = (pa.types.is_integer(kind) or pa.types.is_floating(kind)
-                   or pa.types.is_boolean(kind) or pa.types.is_decimal(kind))
-        out[name] = "numeric" if numeric else "categorical"
-    return out
+    return (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)
+            or pa.types.is_boolean(dtype) or pa.types.is_decimal(dtype))
 
 
 def read_source(source: SklearnSource) -> pd.DataFrame:
@@ -144,18 +146,50 @@ def open_dataset(source):
         return synthetic_dataset(source)
     if isinstance(source, SklearnSource):
         return ray.data.from_pandas(read_source(source))
-    reader = ray.data.read_parquet if isinstance(source, ParquetSource) else ray.data.read_csv
+    paths = expand_paths(source.path, "data.source.path")
+    ds = read_files(paths, source.kind, "data.source.path")
     try:
-        ds = reader(source.path)
         schema = ds.schema()
-    except FileNotFoundError as e:
-        raise InputError(f"data.source.path: not found: {source.path}") from e
     except (ValueError, OSError) as e:
         raise InputError(f"data.source.path: cannot read {source.kind} at {source.path}: "
                          f"{str(e).splitlines()[0]}") from e
     if schema is None or not schema.names:
         raise InputError(f"data.source.path: no rows in {source.path}")
     return ds
+
+
+def expand_paths(path: str, field: str) -> list[str]:
+    """A file, directory or local glob as paths for Ray's readers (which do not expand globs);
+    a URI (s3://, gs://, file://) is passed through for pyarrow to resolve."""
+    if "://" in path:
+        return [path]
+    if glob.has_magic(path):
+        paths = sorted(glob.glob(path))
+        if not paths:
+            raise InputError(f"{field}: no files match {path}")
+        return paths
+    if not Path(path).exists():
+        raise InputError(f"{field}: not found: {path}")
+    return [path]
+
+
+def read_files(paths: list[str], fmt: str, field: str, text_columns: list[str] = ()):
+    """A lazy Ray Dataset over parquet or csv files; csv reads `text_columns` as strings."""
+    import pyarrow as pa
+    import ray.data
+
+    try:
+        if fmt == "parquet":
+            return ray.data.read_parquet(paths)
+        from pyarrow import csv
+
+        types = {c: pa.string() for c in text_columns}
+        return ray.data.read_csv(paths, convert_options=csv.ConvertOptions(column_types=types))
+    except FileNotFoundError as e:
+        raise InputError(f"{field}: not found: {', '.join(paths)}") from e
+    except (ValueError, OSError) as e:
+        raise InputError(f"{field}: cannot read {fmt} at {', '.join(paths)}: "
+                         f"{str(e).splitlines()[0]}") from e
 
 
 SYNTHETIC_CHUNK_ROWS = 100_000
@@ -200,14 +234,14 @@ def synthetic_chunk(source: SyntheticSource, index: int,
 def select_features(columns: list[str], data: Data) -> list[str]:
     if data.target not in columns:
         raise InputError(f"data.target: no column '{data.target}' in the source "
-                         f"(columns: {_preview(columns)})")
+                         f"(columns: {preview(columns)})")
     if data.features == "all":
         features = [c for c in columns if c != data.target]
     else:
         missing = [c for c in data.features if c not in columns]
         if missing:
             raise InputError(f"data.features: no column {missing} in the source "
-                             f"(columns: {_preview(columns)})")
+                             f"(columns: {preview(columns)})")
         features = list(data.features)
     if not features:
         raise InputError("data.features: the source has no column besides the target")
@@ -243,6 +277,6 @@ def split_ids(frame: pd.DataFrame, split: Split, stratify_on: str | None) -> np.
     return ids.to_numpy()
 
 
-def _preview(columns: list[str], limit: int = 12) -> str:
+def preview(columns: list[str], limit: int = 12) -> str:
     shown = ", ".join(map(str, columns[:limit]))
     return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")

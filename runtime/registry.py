@@ -22,6 +22,7 @@ from runtime.errors import RegistryError
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 _HISTORY_TAG = "mlrt.alias_history.{alias}"
 _HISTORY_KEEP = 50
+_URI_VARS = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"})
 
 
 def tracking_uri(storage: str) -> str:
@@ -37,11 +38,16 @@ def tracking_uri(storage: str) -> str:
 def use_store(storage: str) -> str:
     import mlflow
 
+    user_set = {k for k in _URI_VARS if k in os.environ}
     uri = tracking_uri(storage)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow also exports the URIs to the environment; left there, they would read as the
+    # user's choice on the next call (and the experiment's artifacts would go to ./mlruns).
+    for key in _URI_VARS - user_set:
+        os.environ.pop(key, None)
     return uri
 
 

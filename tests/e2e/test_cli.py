@@ -66,6 +66,8 @@ def test_digits_runs_end_to_end(workdir):
         assert stage in result.stderr
     assert "digits-mlp v1" in result.stdout and "@champion -> v1" in result.stdout
     assert "mlflow ui --backend-store-uri sqlite:///.mlrt/mlflow.db" in result.stdout
+    assert not (workdir / "mlruns").exists()  # artifacts live under the spec's storage
+    assert any((workdir / ".mlrt" / "mlartifacts").rglob("model.safetensors"))
 
 
 def test_registered_model_predicts_test_split_at_reported_accuracy(workdir, monkeypatch):

@@ -32,11 +32,14 @@ def test_parquet_directory_and_csv_glob(ray_session, tmp_path, frame):
     frame.iloc[:100].to_csv(tmp_path / "csv" / "a.csv", index=False)
     frame.iloc[100:].to_csv(tmp_path / "csv" / "b.csv", index=False)
     for source in ({"kind": "parquet", "path": str(tmp_path / "pq")},
-                   {"kind": "csv", "path": str(tmp_path / "csv")}):
+                   {"kind": "csv", "path": str(tmp_path / "csv" / "*.csv")}):
         table = load_table(Data(source=source, target="label"), "classification")
         assert table.rows == 300
         assert table.feature_types == {"x1": "numeric", "x2": "numeric", "color": "categorical"}
         assert table.classes == [0, 1]
+    with pytest.raises(InputError, match=r"data.source.path: no files match .*\*.tsv"):
+        load_table(Data(source={"kind": "csv", "path": str(tmp_path / "csv" / "*.tsv")},
+                        target="label"), "classification")
     uri = (tmp_path / "pq").as_uri()  # pyarrow filesystem URI
     assert load_table(Data(source={"kind": "parquet", "path": uri}, target="label"),
                       "classification").rows == 300
