@@ -9,9 +9,12 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _own_mlflow_store(monkeypatch):
-    """Every test writes its own MLflow store under its tmp storage, never a user's."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    """Every test writes its own MLflow store under its tmp storage, never a user's. setenv
+    first so that teardown also removes what a test set (mlflow.set_tracking_uri exports the
+    URI to the environment), before the next module-scoped fixture runs."""
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
 
 
 @pytest.fixture(scope="session")

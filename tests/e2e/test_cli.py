@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from runtime import registry
 from runtime.data import load_table
 from runtime.spec import load_spec
 
@@ -78,8 +79,7 @@ def test_registered_model_predicts_test_split_at_reported_accuracy(workdir, monk
     assert info["tags"]["mlrt.data_fingerprint"] and info["tags"]["mlrt.gate"] == "passed"
 
     monkeypatch.chdir(workdir)
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / '.mlrt' / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{workdir / '.mlrt' / 'mlflow.db'}")
+    registry.use_store(str(workdir / ".mlrt"))
     model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
     spec = load_spec(workdir / "jobs" / "digits.yaml")
     table = load_table(spec.data, spec.task)
