@@ -140,12 +140,9 @@ def read_source(source: SklearnSource) -> pd.DataFrame:
 def open_dataset(source):
     """A lazy Ray Dataset over a file source (directories, globs, pyarrow filesystem URIs) or
     the synthetic generator. Nothing is read beyond what the schema needs."""
-    import ray.data
 
     if isinstance(source, SyntheticSource):
         return synthetic_dataset(source)
-    if isinstance(source, SklearnSource):
-        return ray.data.from_pandas(read_source(source))
     paths = expand_paths(source.path, "data.source.path")
     ds = read_files(paths, source.kind, "data.source.path")
     try:

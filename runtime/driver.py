@@ -31,7 +31,7 @@ from runtime.data import Table, load_table
 from runtime.errors import DataCheckError, GateFailed
 from runtime.evaluate import Verdict, check_gate, compute_metrics
 from runtime.inference import Predictor, save_model_dir, write_json_atomic
-from runtime.models import spec_framework
+from runtime.models import framework_of, spec_framework
 from runtime.preprocess import fit_state, output_columns
 from runtime.scan import to_frame
 from runtime.spec import JobSpec
@@ -221,7 +221,7 @@ def _test_rows(table: Table, n: int) -> pd.DataFrame:
 
 
 def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> dict:
-    framework = spec_framework(spec.model, n_in, len(table.classes or [1]))
+    framework = framework_of(output.model)  # what was trained, not a second build
     meta = {
         "framework": framework,
         "task": spec.task,
