@@ -4,6 +4,7 @@
     mlrt run jobs/digits.yaml --set train.epochs=5
     mlrt models list digits-mlp
     mlrt predict models:/digits-mlp@champion --input rows.parquet --output predictions
+    mlrt serve jobs/digits.yaml                    # HTTP, foreground; deploy / render: see below
 
 Exit codes: 0 ok; 1 the job ran and failed (data checks, gate, training); 2 bad input.
 """
@@ -238,6 +239,97 @@ def models_rollback(name: str, alias: AliasOpt = "champion",
     registry.use_store(storage)
     was, now = registry.rollback(name, alias)
     out.print(f"{name}@{alias} -> v{now} (rolled back from v{was})")
+
+
+ServeArg = Annotated[str, typer.Argument(
+    help="Job spec YAML (its serve section and models:/NAME@ALIAS) or a model URI "
+         "(models:/NAME@ALIAS or models:/NAME/VERSION).", show_default=False)]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Serve this URI instead of the spec's models:/NAME@<register.alias>.",
+    show_default=False)]
+
+
+@app.command("serve")
+def serve_cmd(
+    target: ServeArg,
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    storage: StorageOpt = ".mlrt",
+    smoke: Annotated[bool, typer.Option(
+        help="Serve, fetch one real prediction over HTTP, print it with its curl, stop.")] = False,
+) -> None:
+    """Serve a registered model over HTTP on a local Ray, in the foreground (Ctrl-C stops).
+
+    POST {route}/predict, GET {route}/health, GET {route}/metadata, {route}/docs. The app
+    follows its alias: promote, rollback or a passing run switch versions with no failed
+    request.
+    """
+    from runtime import serving
+
+    tgt = serving.target_for(target, storage, set_ or [], model)
+
+    def echo(line: str) -> None:
+        err.print(line, markup=False, soft_wrap=True)
+
+    result = serving.run_foreground(tgt, port, host, echo, smoke=smoke)
+    if result is not None:
+        out.print(f"$ {result['curl']}", markup=False, soft_wrap=True)
+        out.print(json.dumps(result["response"]), markup=False, soft_wrap=True)
+
+
+@app.command()
+def deploy(
+    spec: SpecArg,
+    address: Annotated[str, typer.Option(
+        help="Cluster: auto, ray://head:10001, or the dashboard http://head:8265 (serve deploy).",
+        show_default=False)],
+    set_: SetOpt = None,
+    model: ModelOpt = None,
+) -> None:
+    """Deploy a spec's model as a Ray Serve app onto a running Ray cluster."""
+    from runtime import serving
+    from runtime.cluster import shutdown_ray
+
+    tgt = serving.target_for(str(spec), overrides=set_ or [], model_uri=model)
+    try:
+        serving.deploy(tgt, address, lambda line: err.print(line, markup=False))
+    finally:
+        shutdown_ray()
+
+
+def _render_serve(spec, output: Path | None) -> str:
+    from runtime.serving import render_serve
+
+    return render_serve(spec, output)
+
+
+# target -> renderer(spec, output path or None) -> text; more targets plug in here.
+RENDERERS = {"serve": _render_serve}
+
+
+@app.command()
+def render(
+    spec: SpecArg,
+    target: Annotated[str, typer.Option(help=f"One of: {', '.join(RENDERERS)}.")] = "serve",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="File to write (default: stdout).", show_default=False)] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Render a spec for another tool, e.g. a Ray Serve config for `serve deploy`/`serve run`."""
+    from runtime.errors import InputError
+    from runtime.spec import load_spec
+
+    if target not in RENDERERS:
+        raise InputError(f"--target: unknown target '{target}' (choose from "
+                         f"{', '.join(RENDERERS)})")
+    job = load_spec(spec, set_ or [])
+    text = RENDERERS[target](job, output)
+    if output is None:
+        print(text, end="")
+    else:
+        err.print(f"wrote {output} (run it: serve run {output})", markup=False)
 
 
 def main() -> None:

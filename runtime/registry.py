@@ -22,6 +22,9 @@ from runtime.errors import RegistryError
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 _HISTORY_TAG = "mlrt.alias_history.{alias}"
 _HISTORY_KEEP = 50
+# Set on the version an alias was rolled back from; a canary (serve.canary) sends it no traffic
+# until it is promoted again.
+ROLLED_BACK_TAG = "mlrt.rolled_back"
 _URI_VARS = frozenset({"MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"})
 
 
@@ -189,6 +192,8 @@ def move_alias(name: str, alias: str, version: str) -> str | None:
     client.set_registered_model_alias(name, alias, str(version))
     client.set_registered_model_tag(name, _HISTORY_TAG.format(alias=alias),
                                     json.dumps(history[-_HISTORY_KEEP:]))
+    if get_version(name, version).tags.get(ROLLED_BACK_TAG):
+        client.delete_model_version_tag(name, str(version), ROLLED_BACK_TAG)
     return current.version if current else None
 
 
@@ -208,6 +213,7 @@ def rollback(name: str, alias: str) -> tuple[str, str]:
     client = _client()
     client.set_registered_model_alias(name, alias, target)
     client.set_registered_model_tag(name, _HISTORY_TAG.format(alias=alias), json.dumps(history))
+    client.set_model_version_tag(name, current.version, ROLLED_BACK_TAG, "true")
     return current.version, target
 
 
