@@ -41,6 +41,7 @@ from runtime.spec import JobSpec, Serve
 APP_IMPORT = "serve_apps.predictor:build_app"
 FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
 DEFAULT_PORT = 8000
+QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 # On one machine, HAProxy's files and ports must not collide with another local Serve (tests,
 # a benchmark, a second `mlrt serve`): each local instance gets its own.
 _HAPROXY_FILES = {
@@ -187,7 +188,7 @@ def _start_serve(host: str, port: int, env: dict[str, str]) -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": host, "port": port},
                 controller_options={"runtime_env": {"env_vars": env}},
-                global_logging_config={"log_level": "WARNING", "enable_access_log": False})
+                logging_config=QUIET_LOGS)
 
 
 def _check_auth_env(target: Target) -> None:

@@ -106,6 +106,8 @@ def deployment_options(spec: Serve) -> dict:
         "max_queued_requests": spec.max_queued_requests,
         "ray_actor_options": {"num_cpus": spec.cpus_per_replica},
         "health_check_period_s": 2.0,
+        # a log line per request costs more than a small model's prediction
+        "logging_config": {"log_level": "WARNING", "enable_access_log": False},
     }
 
 

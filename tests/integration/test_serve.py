@@ -1,0 +1,311 @@
+"""Integration: the Ray Serve app over real HTTP on the session's Ray (HAProxy fast path on a
+free port): predictions equal mlflow.pyfunc's, every client error status with its message,
+auth, overload and recovery, alias moves with requests in flight, the canary split."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections import Counter
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import load_breast_cancer
+
+from runtime import registry, serving
+from runtime.driver import run_job
+from runtime.spec import Serve, parse_spec
+
+pytestmark = pytest.mark.integration
+NAME = "it-serve"
+KEY_ENV = "MLRT_IT_SERVE_KEY"
+
+
+def _spec(storage: str, c: float, alias: str) -> dict:
+    return {
+        "name": NAME, "task": "classification", "storage": storage,
+        "data": {"source": {"kind": "sklearn", "name": "breast_cancer"}, "target": "target",
+                 "split": {"test": 0.25, "validation": 0.0, "seed": 0},
+                 "preprocess": [{"op": "standard_scale", "columns": "numeric"}]},
+        "model": {"kind": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression",
+                  "params": {"C": c, "max_iter": 300}},
+        "register": {"alias": alias},
+    }
+
+
+@pytest.fixture(scope="module")
+def store(ray_session, tmp_path_factory) -> dict:
+    """Two registered versions: v1 (@champion) and v2 (@staging, different predictions)."""
+    storage = str(tmp_path_factory.mktemp("serve") / "store")
+    v1 = run_job(parse_spec(_spec(storage, 1.0, "champion")), echo=lambda _: None).version
+    v2 = run_job(parse_spec(_spec(storage, 0.001, "staging")), echo=lambda _: None).version
+    yield {"storage": storage, "v1": v1, "v2": v2, "port": serving.free_port()}
+    from ray import serve
+
+    serve.shutdown()
+
+
+def _start(store: dict, app: str, **serve_fields) -> str:
+    settings = Serve(route=f"/{app}", **serve_fields)
+    target = serving.Target(f"models:/{NAME}@champion", settings, store["storage"], app)
+    return serving.start(target, store["port"])
+
+
+@pytest.fixture(scope="module")
+def url(store) -> str:
+    return _start(store, "bc", batch={"max_size": 16, "wait_ms": 5})
+
+
+def _rows(n: int) -> pd.DataFrame:
+    return load_breast_cancer(as_frame=True).data.iloc[:n]
+
+
+def _use_store(store: dict) -> None:
+    registry.use_store(store["storage"])
+
+
+def test_predictions_equal_the_pyfunc_model(store, url):
+    rows = _rows(60)
+    by_list = httpx.post(f"{url}/predict", json={"instances": rows.values.tolist()}, timeout=30)
+    by_name = httpx.post(f"{url}/predict", json={"instances": rows.to_dict("records")},
+                         timeout=30)
+    assert by_list.status_code == 200, by_list.text
+    assert by_name.json() == by_list.json()
+    body = by_list.json()
+    assert body["model"] == {"name": NAME, "version": store["v1"]}
+    _use_store(store)
+    expected = mlflow.pyfunc.load_model(f"models:/{NAME}/{store['v1']}").predict(rows)
+    assert body["predictions"] == expected["prediction"].tolist()
+    np.testing.assert_allclose(np.array(body["probabilities"]),
+                               expected[["probability_0", "probability_1"]].to_numpy(),
+                               rtol=1e-6)
+
+
+def test_health_metadata_and_openapi(store, url):
+    assert httpx.get(f"{url}/health").json()["version"] == store["v1"]
+    meta = httpx.get(f"{url}/metadata").json()
+    assert meta["name"] == NAME and meta["version"] == store["v1"]
+    assert meta["alias"] == "champion" and meta["classes"] == [0, 1]
+    assert [f["name"] for f in meta["input_schema"]] == list(_rows(1).columns)
+    assert meta["lineage"]["run_id"] and "accuracy" in meta["metrics"]
+    assert httpx.get(f"{url}/docs").status_code == 200
+    schema = httpx.get(f"{url}/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert "instances" in body["schema"]["properties"]
+    assert "mean radius" in schema["components"]["schemas"]["Row"]["properties"]
+
+
+def _post_raw(url: str, content: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/predict", content=content,
+                      headers={"content-type": "application/json"}, timeout=30)
+
+
+ROW = [float(x) for x in range(30)]
+
+
+def _raw(*rows: str) -> bytes:
+    """A body with rows written as raw JSON text (NaN, Infinity, 1e999 are not json.dumps')."""
+    return ('{"instances": [' + ", ".join(rows) + "]}").encode()
+
+
+def _with_last(value: str) -> str:
+    return "[" + ", ".join(["1"] * 29 + [value]) + "]"
+
+
+def _with_first(value: str, at: int = 0) -> str:
+    values = ["1"] * 30
+    values[at] = value
+    return "[" + ", ".join(values) + "]"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"instances": [[1, 2, 3]]}', "instances[0]: expected 30 features"),
+    (b'{"instances": [{"mean radius": 1}]}', "instances[0]: missing feature(s) ['mean texture'"),
+    (b'{"instances": [{"nope": 1}]}', "instances[0]: unknown feature name(s) ['nope']"),
+    (_raw(str(ROW), _with_last('"a"')),
+     "instances[1]: feature 'worst fractal dimension' must be a number, got a string"),
+    (_raw(_with_last("null")), "instances[0]: feature 'worst fractal dimension' is null"),
+    (_raw(_with_first("NaN")), "instances[0]: feature 'mean radius' must be a finite number"),
+    (_raw(_with_first("Infinity", 1)),
+     "instances[0]: feature 'mean texture' must be a finite number, got inf"),
+    (_raw(_with_first("1e999")), "must be a finite number"),
+    (_raw(_with_first("true")), "must be a number, got a boolean"),
+    (b'{"instances": [', "body is not valid JSON"),
+    (b'{"rows": []}', 'body must be a JSON object {"instances"'),
+    (b'{"instances": []}', "instances must be a non-empty list"),
+    (b'{"instances": [7]}', "instances[0]: a row must be a list in feature order"),
+])
+def test_client_errors_are_422_naming_the_problem(url, content, message):
+    response = _post_raw(url, content)
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+
+
+def test_payload_limit_wrong_method_and_unknown_path(store):
+    url = _start(store, "small", max_payload_bytes=2000)
+    big = _post_raw(url, b'{"instances": [%s]}' % b", ".join([b"[1.0]"] * 1000))
+    assert big.status_code == 413 and "above the limit of 2000" in big.json()["detail"]
+    ok = httpx.post(f"{url}/predict", json={"instances": [ROW]}, timeout=30)
+    assert ok.status_code == 200
+    assert httpx.get(f"{url}/predict").status_code == 405
+    assert httpx.get(f"{url}/nothing").status_code == 404
+
+
+def test_auth_on_and_off(store, url, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "s3cret")
+    secured = _start(store, "secured", auth={"api_key_env": KEY_ENV})
+    body = {"instances": [ROW]}
+    missing = httpx.post(f"{secured}/predict", json=body)
+    wrong = httpx.post(f"{secured}/predict", json=body, headers={"authorization": "Bearer no"})
+    right = httpx.post(f"{secured}/predict", json=body,
+                       headers={"authorization": "Bearer s3cret"})
+    assert missing.status_code == 401 and wrong.status_code == 401
+    assert "missing or wrong API key" in wrong.json()["detail"]
+    assert right.status_code == 200
+    assert httpx.get(f"{secured}/metadata").status_code == 401
+    assert httpx.get(f"{secured}/health").status_code == 200  # probes need no key
+    assert httpx.post(f"{url}/predict", json=body).status_code == 200  # the open app
+
+
+async def _burst(url: str, n: int, rows: int) -> Counter:
+    body = {"instances": [ROW] * rows}
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        responses = await asyncio.gather(*(client.post(f"{url}/predict", json=body)
+                                           for _ in range(n)))
+    return Counter(r.status_code for r in responses)
+
+
+def test_overload_gives_503_and_the_app_recovers(store):
+    url = _start(store, "busy", max_queued_requests=1, batch={"max_size": 1, "wait_ms": 0},
+                 replicas={"min": 1, "max": 1, "target_ongoing_requests": 1})
+    statuses = asyncio.run(_burst(url, 200, 300))
+    assert statuses[503] > 0 and statuses[200] > 0, statuses
+    assert set(statuses) <= {200, 503}, statuses
+    after = httpx.post(f"{url}/predict", json={"instances": [ROW]}, timeout=30)
+    assert after.status_code == 200
+
+
+class _Load:
+    """Requests in a loop from a few threads; records every status and served version."""
+
+    def __init__(self, url: str, threads: int = 4):
+        self.url, self.stop = url, threading.Event()
+        self.results: list[tuple[int, str | None]] = []
+        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                r = client.post(f"{self.url}/predict", json={"instances": [ROW]})
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                self.results.append((r.status_code, version))
+
+    def __enter__(self) -> _Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def _wait_for_version(url: str, version: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/metadata").json()["version"] == version:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} still serves {httpx.get(f'{url}/metadata').json()['version']}")
+
+
+def test_alias_moves_with_requests_in_flight_fail_none(store, url):
+    _use_store(store)
+    with _Load(url) as load:
+        time.sleep(1)
+        registry.move_alias(NAME, "champion", store["v2"])
+        _wait_for_version(url, store["v2"])
+        time.sleep(1)
+        registry.rollback(NAME, "champion")
+        _wait_for_version(url, store["v1"])
+        time.sleep(0.5)
+    statuses = Counter(s for s, _ in load.results)
+    versions = Counter(v for _, v in load.results)
+    assert statuses == {200: len(load.results)}, statuses
+    assert versions[store["v1"]] > 0 and versions[store["v2"]] > 0, versions
+
+
+async def _versions(url: str, n: int) -> Counter:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=16), timeout=60) as c:
+        sem = asyncio.Semaphore(16)
+
+        async def one() -> str:
+            async with sem:
+                r = await c.post(f"{url}/predict", json={"instances": [ROW]})
+                assert r.status_code == 200, r.text
+                return r.json()["model"]["version"]
+
+        return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store):
+    _use_store(store)
+    registry.move_alias(NAME, "challenger", store["v2"])
+    url = _start(store, "canary", canary={"alias": "challenger", "weight": 0.1})
+    meta = httpx.get(f"{url}/metadata").json()
+    assert meta["canary"] == {"alias": "challenger", "version": store["v2"], "weight": 0.1}
+    versions = asyncio.run(_versions(url, 1000))
+    share = versions[store["v2"]] / 1000
+    assert 0.05 <= share <= 0.15, versions
+    registry.move_alias(NAME, "champion", store["v2"])  # promote the challenger
+    _wait_for_version(url, store["v2"])
+    assert asyncio.run(_versions(url, 50)) == {store["v2"]: 50}
+    registry.rollback(NAME, "champion")  # v2 is rolled back from: no canary traffic either
+    _wait_for_version(url, store["v1"])
+    time.sleep(1.5)
+    assert asyncio.run(_versions(url, 100)) == {store["v1"]: 100}
+    assert httpx.get(f"{url}/metadata").json()["canary"] is None
+
+
+def test_env_is_not_leaked_into_the_config(store, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "s3cret")
+    spec = parse_spec({**_spec(store["storage"], 1.0, "champion"),
+                       "serve": {"route": "/x", "auth": {"api_key_env": KEY_ENV}}})
+    text = str(serving.serve_config(spec))
+    assert "s3cret" not in text and KEY_ENV in text
+    assert os.environ[KEY_ENV] == "s3cret"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=8)
+_FEATURES = list(load_breast_cancer().feature_names)
+_ROWS = st.one_of(
+    st.lists(st.floats() | st.integers() | st.none() | st.text(max_size=2), min_size=29,
+             max_size=31),
+    st.dictionaries(st.sampled_from([*_FEATURES, "x"]), st.floats() | st.integers() | _JSON,
+                    min_size=28, max_size=31),
+    _JSON)
+_BODIES = st.one_of(st.fixed_dictionaries({"instances": st.lists(_ROWS, max_size=3)}),
+                    _JSON.map(lambda v: json.dumps(v).encode()), st.binary(max_size=40))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=_BODIES)
+def test_no_request_body_gets_a_5xx(url, body):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = _post_raw(url, content)
+    assert response.status_code in (200, 422), (response.status_code, response.text, content)
