@@ -157,8 +157,9 @@ def free_port() -> int:
 
 
 def start(target: Target, port: int, host: str = "127.0.0.1", address: str | None = None,
-          blocking_timeout_s: float = 180) -> str:
-    """Deploy the app on the current (or a new local) Ray; return its URL once healthy."""
+          blocking_timeout_s: float = 180, wait: bool = True) -> str:
+    """Deploy the app on the current (or a new local) Ray; return its URL (once healthy, unless
+    `wait` is false: several apps then start side by side)."""
     from ray import serve
 
     from runtime.cluster import init_ray
@@ -174,7 +175,8 @@ def start(target: Target, port: int, host: str = "127.0.0.1", address: str | Non
     serve.run(app, name=target.app_name, route_prefix=target.route, blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     url += target.route.rstrip("/")
-    wait_healthy(url, blocking_timeout_s)
+    if wait:
+        wait_healthy(url, blocking_timeout_s)
     return url
 
 

@@ -56,12 +56,35 @@ def store(ray_session, tmp_path_factory) -> dict:
 def _start(store: dict, app: str, **serve_fields) -> str:
     settings = Serve(route=f"/{app}", **serve_fields)
     target = serving.Target(f"models:/{NAME}@champion", settings, store["storage"], app)
-    return serving.start(target, store["port"])
+    return serving.start(target, store["port"], wait=False)
 
 
 @pytest.fixture(scope="module")
-def url(store) -> str:
-    return _start(store, "bc", batch={"max_size": 16, "wait_ms": 5})
+def apps(store) -> dict[str, str]:
+    """Three apps started side by side (each takes ~15 s to come up on a busy 2-core box):
+    an open one, a strict one (API key, small payload limit, tiny queue), a canary."""
+    os.environ[KEY_ENV] = "s3cret"
+    _use_store(store)
+    registry.move_alias(NAME, "challenger", store["v2"])
+    urls = {
+        "open": _start(store, "bc", batch={"max_size": 16, "wait_ms": 5}),
+        "strict": _start(store, "strict", auth={"api_key_env": KEY_ENV},
+                         max_payload_bytes=20_000, max_queued_requests=1,
+                         batch={"max_size": 1, "wait_ms": 0},
+                         replicas={"min": 1, "max": 1, "target_ongoing_requests": 1}),
+        "canary": _start(store, "canary", canary={"alias": "challenger", "weight": 0.1}),
+    }
+    for u in urls.values():
+        serving.wait_healthy(u, 180)
+    return urls
+
+
+@pytest.fixture(scope="module")
+def url(apps) -> str:
+    return apps["open"]
+
+
+AUTH = {"authorization": "Bearer s3cret"}
 
 
 def _rows(n: int) -> pd.DataFrame:
@@ -149,19 +172,18 @@ def test_client_errors_are_422_naming_the_problem(url, content, message):
     assert message in response.json()["detail"]
 
 
-def test_payload_limit_wrong_method_and_unknown_path(store):
-    url = _start(store, "small", max_payload_bytes=2000)
-    big = _post_raw(url, b'{"instances": [%s]}' % b", ".join([b"[1.0]"] * 1000))
-    assert big.status_code == 413 and "above the limit of 2000" in big.json()["detail"]
-    ok = httpx.post(f"{url}/predict", json={"instances": [ROW]}, timeout=30)
+def test_payload_limit_wrong_method_and_unknown_path(apps):
+    url = apps["strict"]
+    big = httpx.post(f"{url}/predict", json={"instances": [ROW] * 200}, headers=AUTH)
+    assert big.status_code == 413 and "above the limit of 20000" in big.json()["detail"]
+    ok = httpx.post(f"{url}/predict", json={"instances": [ROW] * 50}, headers=AUTH)
     assert ok.status_code == 200
     assert httpx.get(f"{url}/predict").status_code == 405
     assert httpx.get(f"{url}/nothing").status_code == 404
 
 
-def test_auth_on_and_off(store, url, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, "s3cret")
-    secured = _start(store, "secured", auth={"api_key_env": KEY_ENV})
+def test_auth_on_and_off(apps, url):
+    secured = apps["strict"]
     body = {"instances": [ROW]}
     missing = httpx.post(f"{secured}/predict", json=body)
     wrong = httpx.post(f"{secured}/predict", json=body, headers={"authorization": "Bearer no"})
@@ -178,19 +200,18 @@ def test_auth_on_and_off(store, url, monkeypatch):
 async def _burst(url: str, n: int, rows: int) -> Counter:
     body = {"instances": [ROW] * rows}
     limits = httpx.Limits(max_connections=n)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(limits=limits, timeout=60, headers=AUTH) as client:
         responses = await asyncio.gather(*(client.post(f"{url}/predict", json=body)
                                            for _ in range(n)))
     return Counter(r.status_code for r in responses)
 
 
-def test_overload_gives_503_and_the_app_recovers(store):
-    url = _start(store, "busy", max_queued_requests=1, batch={"max_size": 1, "wait_ms": 0},
-                 replicas={"min": 1, "max": 1, "target_ongoing_requests": 1})
-    statuses = asyncio.run(_burst(url, 200, 300))
+def test_overload_gives_503_and_the_app_recovers(apps):
+    url = apps["strict"]
+    statuses = asyncio.run(_burst(url, 200, 50))
     assert statuses[503] > 0 and statuses[200] > 0, statuses
     assert set(statuses) <= {200, 503}, statuses
-    after = httpx.post(f"{url}/predict", json={"instances": [ROW]}, timeout=30)
+    after = httpx.post(f"{url}/predict", json={"instances": [ROW]}, headers=AUTH, timeout=30)
     assert after.status_code == 200
 
 
@@ -258,10 +279,13 @@ async def _versions(url: str, n: int) -> Counter:
         return Counter(await asyncio.gather(*(one() for _ in range(n))))
 
 
-def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store):
+def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store, apps):
     _use_store(store)
-    registry.move_alias(NAME, "challenger", store["v2"])
-    url = _start(store, "canary", canary={"alias": "challenger", "weight": 0.1})
+    url = apps["canary"]
+    registry.move_alias(NAME, "challenger", store["v2"])  # clears an earlier rollback's tag
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/metadata").json()["canary"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
     meta = httpx.get(f"{url}/metadata").json()
     assert meta["canary"] == {"alias": "challenger", "version": store["v2"], "weight": 0.1}
     versions = asyncio.run(_versions(url, 1000))
@@ -277,8 +301,7 @@ def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store):
     assert httpx.get(f"{url}/metadata").json()["canary"] is None
 
 
-def test_env_is_not_leaked_into_the_config(store, monkeypatch):
-    monkeypatch.setenv(KEY_ENV, "s3cret")
+def test_env_is_not_leaked_into_the_config(store, apps):
     spec = parse_spec({**_spec(store["storage"], 1.0, "champion"),
                        "serve": {"route": "/x", "auth": {"api_key_env": KEY_ENV}}})
     text = str(serving.serve_config(spec))
