@@ -1,0 +1,315 @@
+"""HTTP serving: `mlrt serve` vs `mlflow models serve` vs an in-process predict loop.
+
+    .venv/bin/python benchmarks/serve_load.py                  # 8 s per point (~5 min)
+    .venv/bin/python benchmarks/serve_load.py --seconds 3      # make bench size
+
+Setup (not timed): a scikit-learn MLPClassifier on digits (64 features, 10 classes) is
+registered in a temp MLflow store. The same version is then served by
+- mlrt: `runtime.serving.start` (Ray Serve, HAProxy fast path, the spec's replicas and batching),
+- mlflow: `mlflow models serve -m models:/NAME/1 --env-manager local` (its default 1 worker),
+- in-process: `Predictor.predict` in a loop, no HTTP (the limit).
+Load comes from a separate process: wrk with a Lua body script when installed (`apt-get
+install wrk`), else an async Python client (httpx), at concurrency 1, 16, 64 with single-row
+and 32-row bodies; each server gets its own scoring format (mlrt `instances`, MLflow
+`dataframe_split`). An autoscaling timeline (mlrt replicas per second) is sampled throughout.
+
+Prints a markdown table, the timeline, and, last, one JSON line: rows/s ratios mlrt/mlflow at
+c16 and c64 (single-row) and the p50 latency ratio mlrt/mlflow at c1 (single-row).
+These machines are shared and noisy: the ratios are the result, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+NAME = "bench-serve"
+CONCURRENCY = (1, 16, 64)
+ROWS = (1, 32)
+
+
+def register_model(storage: Path) -> None:
+    from runtime.driver import run_job
+    from runtime.spec import parse_spec
+
+    spec = parse_spec({
+        "name": NAME, "task": "classification", "storage": str(storage),
+        "data": {"source": {"kind": "sklearn", "name": "digits"},
+                 "split": {"test": 0.2, "validation": 0.0, "seed": 0},
+                 "preprocess": [{"op": "standard_scale"}]},
+        "model": {"kind": "sklearn", "estimator": "sklearn.neural_network.MLPClassifier",
+                  "params": {"hidden_layer_sizes": [64], "max_iter": 200, "random_state": 0}},
+    })
+    run_job(spec, echo=lambda _: None)
+
+
+def bodies(features: list[str]) -> dict[tuple[str, int], bytes]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits().data
+    out = {}
+    for n in ROWS:
+        rows = data[:n].tolist()
+        out[("mlrt", n)] = json.dumps({"instances": rows}).encode()
+        out[("mlflow", n)] = json.dumps(
+            {"dataframe_split": {"columns": features, "data": rows}}).encode()
+    return out
+
+
+# --- load generators (separate processes) ---------------------------------------------------
+
+
+def run_wrk(url: str, body: bytes, concurrency: int, seconds: float, tmp: Path) -> dict:
+    body_file = tmp / f"body-{abs(hash(body))}.json"
+    body_file.write_bytes(body)
+    script = tmp / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\n'
+                      'f:close()\n')
+    threads = min(concurrency, 2)
+    result = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--latency",
+         "-s", str(script), url], capture_output=True, text=True, check=True)
+    return _parse_wrk(result.stdout)
+
+
+def _parse_wrk(text: str) -> dict:
+    def ms(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+        return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       text)
+    n_errors = int(errors.group(1)) if errors else 0
+    n_errors += sum(int(x) for x in socket.groups()) if socket else 0
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": n_errors}
+
+
+def run_python_client(url: str, body: bytes, concurrency: int, seconds: float,
+                      tmp: Path) -> dict:
+    body_file = tmp / "body.json"
+    body_file.write_bytes(body)
+    result = subprocess.run(
+        [sys.executable, __file__, "--client", url, str(body_file), str(concurrency),
+         str(seconds)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+async def _client(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+    headers = {"content-type": "application/json"}
+
+    async def worker(client) -> None:
+        nonlocal errors
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            r = await client.post(url, content=body, headers=headers)
+            latencies.append((time.perf_counter() - t) * 1000)
+            errors += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"rps": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2],
+            "p99": latencies[int(len(latencies) * 0.99)], "errors": errors}
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{storage / 'mlflow.db'}"}
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [mlflow_bin, "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
+         "-p", str(port), "-h", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    from runtime.serving import wait_healthy
+
+    wait_healthy(f"http://127.0.0.1:{port}", 180)  # MLflow's scoring server has /health too
+    return proc
+
+
+class ReplicaTimeline:
+    """Running mlrt replicas, sampled every second, with the load phase at the time."""
+
+    def __init__(self, app: str):
+        self.app, self.phase, self.samples = app, "idle", []
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from ray import serve
+
+        while not self._stop.wait(1.0):
+            try:
+                deployment = serve.status().applications[self.app].deployments["Predictor"]
+                running = deployment.replica_states.get("RUNNING", 0)
+            except (KeyError, AttributeError):
+                running = -1
+            self.samples.append((time.monotonic() - self._t0, self.phase, running))
+
+    def stop(self) -> list[tuple[float, str, int]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def in_process(storage: Path, seconds: float) -> dict[int, dict]:
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    from runtime import registry
+    from serve_apps.predictor import load_version
+
+    registry.use_store(str(storage))
+    loaded = load_version(NAME, "1")
+
+    data = load_digits().data
+    out = {}
+    for n in ROWS:
+        frame = pd.DataFrame(data[:n], columns=list(loaded.features.names))
+        count, latencies = 0, []
+        end = time.perf_counter() + min(seconds, 3)
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            loaded.predictor.predict(frame)
+            latencies.append((time.perf_counter() - t) * 1000)
+            count += 1
+        latencies.sort()
+        total = sum(latencies) / 1000
+        out[n] = {"rps": count / total, "p50": latencies[len(latencies) // 2],
+                  "p99": latencies[int(len(latencies) * 0.99)], "errors": 0}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per load point")
+    parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        url, body_file, c, s = args.client
+        print(json.dumps(asyncio.run(_client(url, Path(body_file).read_bytes(), int(c),
+                                             float(s)))))
+        return
+    load = run_wrk if shutil.which("wrk") else run_python_client
+    tmp = Path(tempfile.mkdtemp(prefix="mlrt-serve-bench-"))
+    storage = tmp / "store"
+    from runtime import serving
+    from runtime.cluster import init_ray
+    from runtime.spec import Serve
+
+    init_ray()
+    register_model(storage)
+    settings = Serve(route="/digits", replicas={"min": 1, "max": 4, "target_ongoing_requests": 4},
+                     max_queued_requests=1000, batch={"max_size": 64, "wait_ms": 5},
+                     cpus_per_replica=0.5)
+    target = serving.Target(f"models:/{NAME}@champion", settings, str(storage), "bench")
+    mlrt_url = serving.start(target, serving.free_port()) + "/predict"
+    mlflow_port = serving.free_port()
+    mlflow_proc = start_mlflow(storage, mlflow_port)
+    urls = {"mlrt": mlrt_url, "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations"}
+    from runtime import registry
+
+    registry.use_store(str(storage))
+    features = list(load_version_features())
+    payloads = bodies(features)
+    timeline = ReplicaTimeline("bench")
+    results: dict[tuple[str, int, int], dict] = {}
+    try:
+        for rows in ROWS:
+            for c in CONCURRENCY:
+                for server in ("mlflow", "mlrt"):
+                    timeline.phase = (f"mlrt c{c} x{rows}" if server == "mlrt"
+                                      else "mlflow's turn (mlrt idle)")
+                    results[(server, c, rows)] = load(urls[server], payloads[(server, rows)], c,
+                                                      args.seconds, tmp)
+        timeline.phase = "idle (load stopped)"
+        time.sleep(40)  # downscale_delay_s is 30 s
+    finally:
+        samples = timeline.stop()
+        os.killpg(mlflow_proc.pid, 15)
+        serving.stop()
+    local = in_process(storage, args.seconds)
+    report(results, local, samples, load.__name__)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_version_features() -> list[str]:
+    from runtime.batch import fetch_model
+
+    return fetch_model(f"models:/{NAME}/1").state["features"]
+
+
+def report(results: dict, local: dict, samples: list, client: str) -> None:
+    print(f"\n## HTTP serving, digits MLPClassifier (load: {client}; shared 2-core machine)\n")
+    print("| rows/request | concurrency | server | req/s | rows/s | p50 ms | p99 ms | errors "
+          "| rows/s vs mlflow |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for rows in ROWS:
+        for c in CONCURRENCY:
+            base = results[("mlflow", c, rows)]["rps"]
+            for server in ("mlflow", "mlrt"):
+                r = results[(server, c, rows)]
+                print(f"| {rows} | {c} | {server} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
+                      f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
+                      f"{r['rps'] / base:.2f} |")
+        r = local[rows]
+        print(f"| {rows} | - | in-process | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
+              f"{r['p50']:.3f} | {r['p99']:.3f} | 0 | - |")
+    print("\n## Autoscaling timeline (mlrt replicas RUNNING, sampled each second)\n")
+    print("| t (s) | load | replicas |")
+    print("|---|---|---|")
+    last = None
+    for t, phase, running in samples:
+        if (phase, running) != last:
+            print(f"| {t:.0f} | {phase} | {running} |")
+            last = (phase, running)
+    summary = {
+        "benchmark": "serve_load",
+        "ratio_vs_mlflow_c16": round(results[("mlrt", 16, 1)]["rps"]
+                                     / results[("mlflow", 16, 1)]["rps"], 2),
+        "ratio_vs_mlflow_c64": round(results[("mlrt", 64, 1)]["rps"]
+                                     / results[("mlflow", 64, 1)]["rps"], 2),
+        "p50_ratio_c1": round(results[("mlrt", 1, 1)]["p50"] / results[("mlflow", 1, 1)]["p50"],
+                              2),
+        "mlrt_rps_c64": round(results[("mlrt", 64, 1)]["rps"]),
+        "mlflow_rps_c64": round(results[("mlflow", 64, 1)]["rps"]),
+        "client": client,
+    }
+    print()
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
