@@ -1,4 +1,4 @@
-# make demo   create .venv if needed, run jobs/digits.yaml end to end on a local Ray
+# make demo   create .venv if needed, run jobs/digits.yaml end to end on a local Ray, serve it
 # make test   the whole test suite (unit, integration, e2e)
 # make bench  the benchmarks (small sizes)
 PY ?= python3
@@ -17,8 +17,10 @@ $(BIN)/mlrt: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(BIN)/mlrt
 
+# ends by serving the champion it just registered: one real prediction over HTTP, then stop
 demo: $(BIN)/mlrt
 	$(BIN)/mlrt run jobs/digits.yaml
+	$(BIN)/mlrt serve jobs/digits.yaml --smoke --port 0
 
 test: $(BIN)/mlrt
 	$(BIN)/python -m pytest tests
@@ -31,6 +33,7 @@ lint: $(BIN)/mlrt
 
 bench: $(BIN)/mlrt
 	$(BIN)/python benchmarks/digits_run.py
+	$(BIN)/python benchmarks/serve_load.py --seconds 3
 
 clean:
 	rm -rf .mlrt .pytest_cache

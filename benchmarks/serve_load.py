@@ -142,8 +142,10 @@ async def _client(url: str, body: bytes, concurrency: int, seconds: float) -> di
 
 
 def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{storage / 'mlflow.db'}"}
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{storage / 'mlflow.db'}",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    mlflow_bin = str(Path(bin_dir) / "mlflow")
     proc = subprocess.Popen(
         [mlflow_bin, "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
          "-p", str(port), "-h", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
@@ -227,21 +229,40 @@ def main() -> None:
     storage = tmp / "store"
     from runtime import serving
     from runtime.cluster import init_ray
-    from runtime.spec import Serve
 
     init_ray()
+    try:
+        _run(args, load, tmp, storage)
+    finally:
+        serving.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(args, load, tmp: Path, storage: Path) -> None:
+    from runtime import serving
+    from runtime.spec import Serve
+
     register_model(storage)
     settings = Serve(route="/digits", replicas={"min": 1, "max": 4, "target_ongoing_requests": 4},
                      max_queued_requests=1000, batch={"max_size": 64, "wait_ms": 5},
                      cpus_per_replica=0.5)
     target = serving.Target(f"models:/{NAME}@champion", settings, str(storage), "bench")
     mlrt_url = serving.start(target, serving.free_port()) + "/predict"
-    mlflow_port = serving.free_port()
-    mlflow_proc = start_mlflow(storage, mlflow_port)
-    urls = {"mlrt": mlrt_url, "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations"}
     from runtime import registry
 
     registry.use_store(str(storage))
+    mlflow_port = serving.free_port()
+    mlflow_proc = start_mlflow(storage, mlflow_port)
+    try:
+        results, samples = _load_all(args, load, tmp, mlrt_url, mlflow_port)
+    finally:
+        os.killpg(mlflow_proc.pid, 15)
+    local = in_process(storage, args.seconds)
+    report(results, local, samples, load.__name__)
+
+
+def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int):
+    urls = {"mlrt": mlrt_url, "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations"}
     features = list(load_version_features())
     payloads = bodies(features)
     timeline = ReplicaTimeline("bench")
@@ -258,11 +279,7 @@ def main() -> None:
         time.sleep(40)  # downscale_delay_s is 30 s
     finally:
         samples = timeline.stop()
-        os.killpg(mlflow_proc.pid, 15)
-        serving.stop()
-    local = in_process(storage, args.seconds)
-    report(results, local, samples, load.__name__)
-    shutil.rmtree(tmp, ignore_errors=True)
+    return results, samples
 
 
 def load_version_features() -> list[str]:

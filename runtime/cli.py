@@ -254,7 +254,7 @@ def serve_cmd(
     target: ServeArg,
     set_: SetOpt = None,
     model: ModelOpt = None,
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="HTTP port (0: any free port).")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     storage: StorageOpt = ".mlrt",
     smoke: Annotated[bool, typer.Option(

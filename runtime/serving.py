@@ -83,6 +83,24 @@ def target_for(spec_or_uri: str, storage: str = ".mlrt", overrides: list[str] | 
     return Target(uri, spec.serve, spec.storage, spec.name)
 
 
+def check_model(target: Target) -> str:
+    """The version the URI points at now; a missing model, alias or version exits 2 here,
+    before Ray starts."""
+    from runtime import registry
+    from runtime.batch import parse_model_uri
+    from runtime.errors import RegistryError
+
+    registry.use_store(target.storage)
+    name, version, alias = parse_model_uri(target.model_uri)
+    if alias is None:
+        return registry.get_version(name, str(version)).version
+    info = registry.version_by_alias(name, alias)
+    if info is None:
+        registry.list_versions(name)  # names an unknown model
+        raise RegistryError(f"model '{name}' has no alias '{alias}'")
+    return info.version
+
+
 def app_args(target: Target) -> dict:
     from runtime.registry import tracking_uri
 
@@ -232,10 +250,11 @@ def run_foreground(target: Target, port: int, host: str, echo: Callable[[str], N
                    smoke: bool = False) -> dict | None:
     """`mlrt serve`: start, print the URL, serve until Ctrl-C/SIGTERM (or one smoke request)."""
     done = threading.Event()
+    check_model(target)
     previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT,
                                                                      signal.SIGTERM)}
     try:
-        url = start(target, port, host)
+        url = start(target, port or free_port(), host)
         echo(f"serving {target.model_uri} at {url}  (POST {url}/predict, GET {url}/metadata, "
              f"{url}/docs)")
         if smoke:
@@ -311,6 +330,7 @@ def deploy(target: Target, address: str, echo: Callable[[str], None]) -> str:
     from serve_apps.predictor import build_app
 
     _check_auth_env(target)
+    check_model(target)
     init_ray(address)
     env = FAST_PATH_ENV if fast_path_enabled() else {}
     _start_serve("0.0.0.0", DEFAULT_PORT, env)

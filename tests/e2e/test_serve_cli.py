@@ -1,0 +1,102 @@
+"""End to end: `mlrt render --target serve`, and `mlrt serve` in the foreground as a user runs
+it (its own local Ray), answering over HTTP and stopping cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runtime.serving import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).parents[2]
+MLRT = str(Path(sys.executable).with_name("mlrt"))
+LOGREG = ["--set", "model.estimator=sklearn.linear_model.LogisticRegression",
+          "--set", "model.params={max_iter: 300}"]
+
+
+def mlrt(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([MLRT, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("serve-user")
+    shutil.copytree(ROOT / "jobs", work / "jobs")
+    return work
+
+
+def test_render_writes_a_config_serve_accepts(workdir):
+    from ray.serve.schema import ServeDeploySchema
+
+    result = mlrt("render", "jobs/digits.yaml", "--target", "serve", "-o", "serve.yaml",
+                  cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((workdir / "serve.yaml").read_text())
+    ServeDeploySchema.model_validate(config)  # what `serve deploy` / `serve run` validate
+    app = config["applications"][0]
+    assert app["import_path"] == "serve_apps.predictor:build_app"
+    assert app["route_prefix"] == "/digits" and app["args"]["model_uri"] == \
+        "models:/digits-mlp@champion"
+    scaling = app["deployments"][0]["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"]) == (1, 4)
+    assert app["deployments"][0]["ray_actor_options"]["num_cpus"] == 0.5
+    assert config["controller_options"]["runtime_env"]["env_vars"][
+        "RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    bad = mlrt("render", "jobs/digits.yaml", "--target", "helm", cwd=workdir)
+    assert bad.returncode == 2 and "unknown target 'helm'" in bad.stderr
+
+
+def test_serve_unknown_model_exits_2_before_ray(workdir):
+    result = mlrt("serve", "models:/nope@champion", cwd=workdir, timeout=120)
+    assert result.returncode == 2 and "no registered model 'nope'" in result.stderr
+
+
+def test_serve_runs_in_the_foreground_and_stops_on_sigterm(workdir):
+    trained = mlrt("run", "jobs/breast_cancer.yaml", *LOGREG, cwd=workdir)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    port = free_port()
+    proc = subprocess.Popen([MLRT, "serve", "jobs/breast_cancer.yaml", "--port", str(port)],
+                            cwd=workdir, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        url = _wait_for_url(proc, timeout_s=240)
+        assert url == f"http://127.0.0.1:{port}"
+        row = [1.0] * 30
+        request = urllib.request.Request(f"{url}/predict",
+                                         json.dumps({"instances": [row]}).encode(),
+                                         {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            body = json.loads(r.read())
+        assert body["model"] == {"name": "breast-cancer-hgb", "version": "1"}
+        assert len(body["probabilities"][0]) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=5)
+
+
+def _wait_for_url(proc: subprocess.Popen, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if line.startswith("serving ") and " at http" in line:
+            return line.split(" at ", 1)[1].split()[0]
+    raise AssertionError("mlrt serve printed no URL:\n" + "".join(seen[-40:]))
