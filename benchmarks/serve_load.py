@@ -81,8 +81,10 @@ def run_wrk(url: str, body: bytes, concurrency: int, seconds: float, tmp: Path) 
                       'f:close()\n')
     threads = min(concurrency, 2)
     result = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--latency",
-         "-s", str(script), url], capture_output=True, text=True, check=True)
+        ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
+         "--latency", "-s", str(script), url], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"wrk failed on {url}: {result.stdout} {result.stderr}")
     return _parse_wrk(result.stdout)
 
 
@@ -149,7 +151,7 @@ def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [mlflow_bin, "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
          "-p", str(port), "-h", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
+        stderr=(storage.parent / "mlflow-serve.log").open("w"), start_new_session=True)
     from runtime.serving import wait_healthy
 
     wait_healthy(f"http://127.0.0.1:{port}", 180)  # MLflow's scoring server has /health too
@@ -235,7 +237,7 @@ def main() -> None:
         _run(args, load, tmp, storage)
     finally:
         serving.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # kept after a failure: mlflow-serve.log
 
 
 def _run(args, load, tmp: Path, storage: Path) -> None:

@@ -60,9 +60,9 @@ class AppArgs(BaseModel):
     poll_s: float = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Loaded:
-    """One loaded model version."""
+    """One loaded model version (compared by identity: the registry reuses loaded ones)."""
 
     name: str
     version: str

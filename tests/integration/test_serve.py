@@ -332,3 +332,21 @@ def test_no_request_body_gets_a_5xx(url, body):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = _post_raw(url, content)
     assert response.status_code in (200, 422), (response.status_code, response.text, content)
+
+
+def test_metrics_per_version_reach_prometheus(ray_session, store, url):
+    """Request counts by version and status, latency and batch-size histograms are exported
+    through Ray's Prometheus endpoint (Ray pushes them every few seconds)."""
+    httpx.post(f"{url}/predict", json={"instances": [ROW]})
+    httpx.post(f"{url}/predict", json={"instances": [[1.0]]})  # a 422
+    port = ray_session.nodes()[0]["MetricsExportPort"]
+    wanted = ("mlrt_requests", "mlrt_request_latency_ms_bucket", "mlrt_batch_rows_bucket",
+              'status="422"', f'version="{store["v1"]}"')
+    deadline, text = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(w in text for w in wanted):
+            break
+        time.sleep(2)
+    missing = [w for w in wanted if w not in text]
+    assert not missing, missing
