@@ -82,7 +82,8 @@ def run_wrk(url: str, body: bytes, concurrency: int, seconds: float, tmp: Path) 
     threads = min(concurrency, 2)
     result = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
-         "--latency", "-s", str(script), url], capture_output=True, text=True, check=False)
+         "--timeout", "10s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed on {url}: {result.stdout} {result.stderr}")
     return _parse_wrk(result.stdout)
@@ -278,7 +279,7 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int):
                     results[(server, c, rows)] = load(urls[server], payloads[(server, rows)], c,
                                                       args.seconds, tmp)
         timeline.phase = "idle (load stopped)"
-        time.sleep(40)  # downscale_delay_s is 30 s
+        time.sleep(60)  # downscale_delay_s is 30 s, then replicas drain
     finally:
         samples = timeline.stop()
     return results, samples

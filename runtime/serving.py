@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -317,7 +318,8 @@ def deploy(target: Target, address: str, echo: Callable[[str], None]) -> str:
                          FAST_PATH_ENV if fast_path_enabled() else {})
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(config, f, sort_keys=False)
-        result = subprocess.run(["serve", "deploy", f.name, "--address", address],
+        serve_bin = str(Path(sys.executable).with_name("serve"))  # this venv's Ray
+        result = subprocess.run([serve_bin, "deploy", f.name, "--address", address],
                                 capture_output=True, text=True, check=False)
         Path(f.name).unlink(missing_ok=True)
         if result.returncode != 0:
