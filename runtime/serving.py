@@ -250,12 +250,14 @@ def stop() -> None:
 def run_foreground(target: Target, port: int, host: str, echo: Callable[[str], None],
                    smoke: bool = False) -> dict | None:
     """`mlrt serve`: start, print the URL, serve until Ctrl-C/SIGTERM (or one smoke request)."""
-    done = threading.Event()
     check_model(target)
-    previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT,
-                                                                     signal.SIGTERM)}
+    done = threading.Event()
+    previous: dict = {}
     try:
         url = start(target, port or free_port(), host)
+        # after Ray started: its driver installs its own SIGTERM handler in ray.init
+        previous = {s: signal.signal(s, lambda *_: done.set()) for s in (signal.SIGINT,
+                                                                         signal.SIGTERM)}
         echo(f"serving {target.model_uri} at {url}  (POST {url}/predict, GET {url}/metadata, "
              f"{url}/docs)")
         if smoke:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_serve_runs_in_the_foreground_and_stops_on_sigterm(workdir):
     assert trained.returncode == 0, trained.stderr[-3000:]
     port = free_port()
     proc = subprocess.Popen([MLRT, "serve", "jobs/breast_cancer.yaml", "--port", str(port)],
-                            cwd=workdir, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            cwd=workdir, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True)
     try:
         url = _wait_for_url(proc, timeout_s=240)
@@ -90,13 +91,22 @@ def test_serve_runs_in_the_foreground_and_stops_on_sigterm(workdir):
 
 
 def _wait_for_url(proc: subprocess.Popen, timeout_s: float) -> str:
+    """The URL `mlrt serve` prints; stderr keeps being drained so that the server never blocks
+    on a full pipe."""
+    seen: list[str] = []
+    found = threading.Event()
+
+    def drain() -> None:
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("serving ") and " at http" in line:
+                found.set()
+
+    threading.Thread(target=drain, daemon=True).start()
     deadline = time.monotonic() + timeout_s
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen.append(line)
+    while not found.wait(0.5) and proc.poll() is None and time.monotonic() < deadline:
+        pass
+    for line in seen:
         if line.startswith("serving ") and " at http" in line:
             return line.split(" at ", 1)[1].split()[0]
     raise AssertionError("mlrt serve printed no URL:\n" + "".join(seen[-40:]))
