@@ -277,7 +277,7 @@ def smoke_request(url: str, target: Target) -> dict:
     """One real prediction over HTTP, with the curl command that does the same."""
     meta = _get_json(f"{url}/metadata", target)
     row = example_row(meta["input_schema"], target)
-    body = json.dumps({"instances": [row]})
+    body = json.dumps({"instances": [list(row.values())]})  # feature order: the short form
     headers = {"content-type": "application/json"}
     key_header = ""
     if target.serve.auth is not None:
