@@ -182,7 +182,7 @@ def start(target: Target, port: int, host: str = "127.0.0.1", address: str | Non
     from ray import serve
 
     from runtime.cluster import init_ray
-    from serve_apps.predictor import build_app
+    from serve_apps.predictor import bind_app
 
     _check_auth_env(target)
     env = local_env(port) if address is None else dict(FAST_PATH_ENV if fast_path_enabled()
@@ -190,7 +190,7 @@ def start(target: Target, port: int, host: str = "127.0.0.1", address: str | Non
     os.environ.update(env)  # a local Ray started now passes them to every Serve actor
     init_ray(address)
     _start_serve(host, port, env)
-    app = build_app(app_args(target), replica_env={**env, **_auth_env(target)})
+    app = bind_app(app_args(target), replica_env={**env, **_auth_env(target)})
     serve.run(app, name=target.app_name, route_prefix=target.route, blocking=False)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     url += target.route.rstrip("/")
@@ -331,14 +331,14 @@ def deploy(target: Target, address: str, echo: Callable[[str], None]) -> str:
     from ray import serve
 
     from runtime.cluster import init_ray
-    from serve_apps.predictor import build_app
+    from serve_apps.predictor import bind_app
 
     _check_auth_env(target)
     check_model(target)
     init_ray(address)
     env = FAST_PATH_ENV if fast_path_enabled() else {}
     _start_serve("0.0.0.0", DEFAULT_PORT, env)
-    app = build_app(app_args(target), replica_env={**env, **_auth_env(target)})
+    app = bind_app(app_args(target), replica_env={**env, **_auth_env(target)})
     serve.run(app, name=target.app_name, route_prefix=target.route, blocking=False)
     echo(f"deployed {target.model_uri} as app '{target.app_name}' at route {target.route}")
     return target.route

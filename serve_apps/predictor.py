@@ -111,9 +111,15 @@ def deployment_options(spec: Serve) -> dict:
     }
 
 
-def build_app(args: dict, replica_env: dict[str, str] | None = None) -> serve.Application:
-    """Import path for Serve configs: `serve_apps.predictor:build_app`. `replica_env` carries
-    what must not be written into a config file (the API key) when mlrt deploys itself."""
+def build_app(args: dict) -> serve.Application:
+    """Import path for Serve configs: `serve_apps.predictor:build_app` (Serve calls a builder
+    with exactly one argument)."""
+    return bind_app(args)
+
+
+def bind_app(args: dict, replica_env: dict[str, str] | None = None) -> serve.Application:
+    """The app with its deployment options; `replica_env` carries what must not be written
+    into a config file (the API key) when mlrt deploys the app itself."""
     parsed = AppArgs.model_validate(args)
     options = deployment_options(parsed.serve)
     if replica_env:

@@ -77,3 +77,12 @@ def test_deployment_options_follow_the_serve_spec():
     assert options["ray_actor_options"] == {"num_cpus": 0.25}
     assert options["max_queued_requests"] == 7
     assert options["max_ongoing_requests"] >= 16  # a full batch fits
+
+
+def test_config_builder_takes_one_argument():
+    """`serve run`/`serve deploy` call an import_path builder with exactly the args dict."""
+    import inspect
+
+    from serve_apps.predictor import build_app
+
+    assert list(inspect.signature(build_app).parameters) == ["args"]
