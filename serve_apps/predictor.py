@@ -219,7 +219,7 @@ class ModelServer:
         self._predict_batch.set_max_batch_size(self._max_rows)
         self._inflight = 0
         self._metrics = _metrics()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the daemon poller ends with the replica's process
         if self._registry.alias is not None or self._registry.canary is not None:
             threading.Thread(target=self._poll, name="mlrt-alias-poll", daemon=True).start()
 
@@ -227,11 +227,6 @@ class ModelServer:
         from serve_apps.http import build_fastapi
 
         return build_fastapi(self)
-
-    def __del__(self):
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
 
     # --- registry polling --------------------------------------------------------------------
 
