@@ -32,10 +32,11 @@ from runtime.errors import DataCheckError, GateFailed
 from runtime.evaluate import Verdict, check_gate, compute_metrics
 from runtime.inference import Predictor, save_model_dir, write_json_atomic
 from runtime.models import framework_of, spec_framework
-from runtime.preprocess import fit_state, output_columns
+from runtime.preprocess import fit_state
 from runtime.scan import to_frame
 from runtime.spec import JobSpec
 from runtime.train import TrainOutput, train_sklearn, train_torch, training_datasets
+from runtime.transform import output_columns
 
 PROFILE_FILE = "profile.json"
 # Below this size (float32 model inputs of train + validation) each training worker keeps its

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from runtime.errors import UnsafeModelError
-from runtime.preprocess import transform_frame
+from runtime.transform import transform_frame
 
 META_FILE = "mlrt_model.json"
 STATE_FILE = "preprocess.json"

@@ -136,8 +136,49 @@ class Impute(_Section):
         return self
 
 
+class Ordinal(_Section):
+    """Each category -> its index among the training split's sorted categories (one model
+    input per column); unseen categories and nulls -> -1."""
+
+    op: Literal["ordinal"]
+    columns: ColumnSelector = "categorical"
+
+
+class HashBucket(_Section):
+    """Each value -> one of `buckets` indicator columns by a stable hash of its text: nothing
+    to fit, and unseen categories still land in a bucket. Nulls -> all zeros."""
+
+    op: Literal["hash_bucket"]
+    columns: ColumnSelector = "categorical"
+    buckets: int = Field(16, ge=2, le=1_000_000)
+
+
+class Log1p(_Section):
+    """sign(x) * log(1 + |x|): log1p for x >= 0, and defined (odd) below, so no input turns
+    into NaN at serving time."""
+
+    op: Literal["log1p"]
+    columns: ColumnSelector = "numeric"
+
+
+class Clip(_Section):
+    op: Literal["clip"]
+    columns: ColumnSelector = "numeric"
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Clip:
+        if self.min is None and self.max is None:
+            raise ValueError("clip needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"clip min {self.min} is above max {self.max}")
+        return self
+
+
 PreprocessOp = Annotated[
-    StandardScale | MinMaxScale | OneHot | Impute, Field(discriminator="op")
+    StandardScale | MinMaxScale | OneHot | Impute | Ordinal | HashBucket | Log1p | Clip,
+    Field(discriminator="op"),
 ]
 
 

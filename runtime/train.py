@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from runtime.errors import TrainingError
-from runtime.preprocess import transform_frame, transform_matrix
 from runtime.scan import to_frame
 from runtime.spec import ModelSpec, Train
+from runtime.transform import transform_frame, transform_matrix
 
 PROGRESS_FILE = "progress.json"
 
@@ -241,7 +241,7 @@ def train_sklearn(model_spec: ModelSpec, table, state: dict, n_out: int,
     import ray
 
     from runtime.models import build_model
-    from runtime.preprocess import output_columns
+    from runtime.transform import output_columns
 
     estimator = build_model(model_spec, len(output_columns(state)), n_out)
     fit = ray.remote(num_cpus=cpus, max_retries=0)(_fit_estimator)
