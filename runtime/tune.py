@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,11 @@ LOGGED_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "v
 # trials that had finished. Snapshots of a small search take milliseconds.
 TUNE_ENV_DEFAULTS = {"TUNE_GLOBAL_CHECKPOINT_S": "1",
                      # keep the driver's working dir: `python` model builders import from it
-                     "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+                     "RAY_CHDIR_TO_TRIAL_DIR": "0",
+                     # snapshots follow each trial checkpoint (num_to_keep=1): by design here
+                     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+                     # Tune's boxed progress output; mlrt prints one line per finished trial
+                     "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 @dataclass
@@ -146,6 +151,10 @@ class TrialLines(Callback):
         print(f"  trial {trial.trial_id} failed", file=sys.stderr, flush=True)
 
 
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
 def _tuner(spec: JobSpec, trainable, path: Path, resume: bool):
     from ray import tune as rt
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -162,8 +171,12 @@ def _tuner(spec: JobSpec, trainable, path: Path, resume: bool):
     else:
         scheduler = FIFOScheduler()
     if tune.search.kind == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # list-valued choices (model.hidden) are fine in memory; Optuna warns for its storage
+        warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
         search = OptunaSearch(seed=spec.train.seed)
     else:
         search = BasicVariantGenerator(random_state=spec.train.seed)
@@ -174,7 +187,7 @@ def _tuner(spec: JobSpec, trainable, path: Path, resume: bool):
             metric=tune.metric, mode=tune.mode, scheduler=scheduler, search_alg=search,
             num_samples=1 if tune.search.kind == "grid" else tune.samples,
             max_concurrent_trials=tune.concurrent, time_budget_s=tune.time_budget_s,
-            trial_dirname_creator=lambda trial: trial.trial_id,
+            trial_dirname_creator=_trial_dirname, reuse_actors=True,
         ),
         run_config=rt.RunConfig(
             name=path.name, storage_path=str(path.parent), verbose=0,
