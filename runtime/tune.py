@@ -48,6 +48,7 @@ class TrialRecord:
     config: dict[str, Any]  # dotted spec path -> value
     status: str  # TERMINATED (finished or stopped early) or ERROR
     history: list[dict] = field(default_factory=list)  # one metrics dict per epoch
+    seconds: float = 0.0  # time inside the trial (Tune's time_total_s)
 
     def last(self, metric: str) -> float | None:
         values = [row[metric] for row in self.history if metric in row]
@@ -250,7 +251,8 @@ def _record(result) -> TrialRecord:
                     k: float(row[k]) for k in LOGGED_METRICS if k in row and row[k] == row[k]}}
     status = "ERROR" if result.error else "TERMINATED"
     return TrialRecord(trial_id=_trial_id(result), config=dict(result.config), status=status,
-                       history=[history[e] for e in sorted(history)])
+                       history=[history[e] for e in sorted(history)],
+                       seconds=float((result.metrics or {}).get("time_total_s") or 0.0))
 
 
 def _checkpoint_of(result):
