@@ -178,22 +178,26 @@ def _tuner(spec: JobSpec, trainable, path: Path, resume: bool):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # list-valued choices (model.hidden) are fine in memory; Optuna warns for its storage
         warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
-        search = OptunaSearch(seed=spec.train.seed)
-    else:
-        search = BasicVariantGenerator(random_state=spec.train.seed)
+        search, limit = OptunaSearch(seed=spec.train.seed), tune.concurrent
+    else:  # Tune's max_concurrent_trials only wraps Searchers; this generator limits itself
+        search = BasicVariantGenerator(random_state=spec.train.seed,
+                                       max_concurrent=tune.concurrent)
+        limit = None
     tuner = rt.Tuner(
         trainable,
         param_space=param_space(tune),
         tune_config=rt.TuneConfig(
             metric=tune.metric, mode=tune.mode, scheduler=scheduler, search_alg=search,
             num_samples=1 if tune.search.kind == "grid" else tune.samples,
-            max_concurrent_trials=tune.concurrent, time_budget_s=tune.time_budget_s,
+            max_concurrent_trials=limit, time_budget_s=tune.time_budget_s,
             trial_dirname_creator=_trial_dirname, reuse_actors=True,
         ),
         run_config=rt.RunConfig(
             name=path.name, storage_path=str(path.parent), verbose=0,
             failure_config=rt.FailureConfig(max_failures=spec.train.max_failures),
-            checkpoint_config=rt.CheckpointConfig(num_to_keep=1),
+            # Tune forces a snapshot of the search once a trial has made num_to_keep checkpoints
+            # since the last one: a restored trial then always finds the checkpoint it names.
+            checkpoint_config=rt.CheckpointConfig(num_to_keep=3),
             callbacks=[TrialLines()],
         ),
     )
@@ -220,15 +224,17 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
     path = Path(storage) / TUNE_DIR / name
     tuner, resumed = _tuner(spec, trainable, path, resume)
     grid = tuner.fit()
-    trials = [_record(result) for result in grid]
-    finished = [t for t in trials if t.last(spec.tune.metric) is not None]
-    if not finished:
-        raise TrainingError(f"tune: no trial reported {spec.tune.metric} "
+    results = {_trial_id(r): r for r in grid}
+    trials = [_record(r) for r in results.values()]
+    # ranked by the last report; a trial that failed has no trustworthy checkpoint
+    candidates = ranked([t for t in trials if t.status != "ERROR"], spec.tune.metric,
+                        spec.tune.mode)
+    if not candidates:
+        raise TrainingError(f"tune: no trial finished with {spec.tune.metric} "
                             f"({sum(t.status == 'ERROR' for t in trials)} of {len(trials)} "
                             "failed); see the trial errors above")
-    best_result = grid.get_best_result(spec.tune.metric, spec.tune.mode, scope="last",
-                                       filter_nan_and_inf=True)
-    best = next(t for t in trials if t.trial_id == _trial_id(best_result))
+    best = candidates[0]
+    best_result = results[best.trial_id]
     best_spec = trial_spec(base, best.config)
     n_out = len(classes) if classes is not None else 1
     with _checkpoint_of(best_result).as_directory() as d:
@@ -272,7 +278,8 @@ def _checkpoint_of(result):
 
 
 def ranked(trials: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
-    scored = [t for t in trials if t.last(metric) is not None]
+    scored = [t for t in trials if t.last(metric) is not None
+              and t.last(metric) == t.last(metric)]  # NaN never ranks
     return sorted(scored, key=lambda t: t.last(metric), reverse=mode == "max")
 
 
