@@ -87,3 +87,15 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
                                   search_all_experiments=True, output_format="list")
     assert sorted(c.data.tags["mlrt.trial_id"] for c in children) == sorted(every)
     assert "e2e-tune v1" in resumed.stdout
+
+
+def test_bad_search_space_exits_2_before_ray_starts(tmp_path):
+    bad = {**SPEC, "tune": {**SPEC["tune"], "space": {
+        "train.lr": {"loguniform": [1e-3, 1e-2]}, "train.epochs": {"uniform": [2, 6]}}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(bad))
+    result = subprocess.run([MLRT, "run", "spec.yaml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert "tune.space.train.epochs: uniform value" in result.stderr
+    assert "use randint or choice" in result.stderr
+    assert not (tmp_path / ".mlrt").exists()  # nothing ran
