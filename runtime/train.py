@@ -92,6 +92,9 @@ class _TrainSession:
 
         return ray.train.get_dataset_shard(name)
 
+    def arrays(self, name: str):
+        return None  # workers stream their shards
+
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.train
 
@@ -106,12 +109,22 @@ class _TrainSession:
 
 class _TuneSession:
     """The loop's view of a Tune function trial with one worker: no worker group, no process
-    group; the whole (materialized) datasets are this trial's data; reports go to Tune."""
+    group; the whole datasets are this trial's data (Ray Datasets, or for small data the
+    model-ready arrays, read once by the driver: no Ray Data pipeline starts per trial);
+    reports go to Tune."""
 
     rank, world = 0, 1
 
     def __init__(self, datasets: dict):
         self.datasets = datasets
+
+    def arrays(self, name: str):
+        data = self.datasets.get(name)
+        if not isinstance(data, dict):
+            return None
+        import torch
+
+        return torch.from_numpy(data["x"].copy()), torch.from_numpy(data["y"].copy())
 
     def device(self):
         import torch
@@ -122,7 +135,8 @@ class _TuneSession:
         return model
 
     def shard(self, name: str):
-        return self.datasets[name].iterator()
+        data = self.datasets[name]
+        return None if isinstance(data, dict) else data.iterator()
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         import ray.tune
@@ -167,7 +181,11 @@ def run_loop(config: dict, session) -> None:
     y_dtype = torch.int64 if classification else torch.float32
     dtypes = {"x": torch.float32, "y": y_dtype}
 
-    cached: dict[str, list] = {}
+    cached: dict[str, tuple] = {}
+    for name in ("train", "validation") if config["has_validation"] else ("train",):
+        preloaded = session.arrays(name)
+        if preloaded is not None:
+            cached[name] = tuple(t.to(device) for t in preloaded)
     shuffle = torch.Generator().manual_seed(spec.seed + rank)
 
     def batches(name: str, shard, train: bool):
@@ -216,7 +234,7 @@ def run_loop(config: dict, session) -> None:
         metrics = {"epoch": epoch + 1, "train_loss": train_loss}
         if classification:
             metrics["train_accuracy"] = train_acc
-        if val_shard is not None:
+        if config["has_validation"]:
             val_loss, val_acc, _ = run_epoch("validation", val_shard, train=False)
             metrics["val_loss"] = val_loss
             if classification:

@@ -105,14 +105,14 @@ def max_epochs(spec: JobSpec) -> int:
 # --- running trials (inside Ray) --------------------------------------------------------------
 
 
-def _trial(config: dict, *, base: dict, loop: dict, datasets: dict, train_storage: str,
-           name: str) -> None:
+def _trial(config: dict, *, base: dict, loop: dict, datasets: dict, arrays: dict | None,
+           train_storage: str, name: str) -> None:
     spec = trial_spec(base, config)
     # every epoch: the checkpoint of a trial stopped by ASHA is the model its last report scored
     train = spec.train.model_copy(update={"checkpoint_every": 1})
     cfg = {**loop, "train": train, "model": spec.model, "quiet": True}
     if train.workers == 1:
-        trial_loop(cfg, datasets)
+        trial_loop(cfg, arrays or datasets)
         return
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -213,12 +213,12 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
     for key, value in TUNE_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     base = spec.model_dump(mode="json", exclude={"tune"})
-    if cache_shards:  # small data: one pass here, then every trial reads the object store
-        datasets = {k: ds.materialize() for k, ds in datasets.items()}
+    # small data: read once here; in-process trials get the arrays from the object store
+    arrays = {k: _arrays(ds) for k, ds in datasets.items()} if cache_shards else None
     loop = loop_config(spec.train, spec.model, n_in, classes, "validation" in datasets,
                        cache_shards)
     trainable = rt.with_resources(
-        rt.with_parameters(_trial, base=base, loop=loop, datasets=datasets,
+        rt.with_parameters(_trial, base=base, loop=loop, datasets=datasets, arrays=arrays,
                            train_storage=f"{storage}/ray_train", name=name),
         _resources(base))
     path = Path(storage) / TUNE_DIR / name
@@ -241,6 +241,14 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
         output = load_output(Path(d), best_spec.model, n_in, n_out)
     return SearchOutcome(spec=best_spec, best=best, output=output, trials=trials,
                          path=str(path), resumed=resumed)
+
+
+def _arrays(dataset) -> dict:
+    import numpy as np
+    import ray
+
+    parts = ray.get(dataset.to_numpy_refs())
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("x", "y")}
 
 
 def _trial_id(result) -> str:
