@@ -1,6 +1,6 @@
 """ASHA vs FIFO on the same search (space, samples, seed), and the cost of a Tune trial.
 
-    .venv/bin/python benchmarks/tune_asha.py                 # 12 trials x 9 epochs
+    .venv/bin/python benchmarks/tune_asha.py                 # 20 trials x 9 epochs, ~5 min
     .venv/bin/python benchmarks/tune_asha.py --samples 12 --epochs 12 --rows 60000
 
 Workload: a synthetic classification set sized so that one epoch of the MLP takes >= 1 s here.
@@ -59,7 +59,7 @@ def search(raw: dict, name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--rows", type=int, default=40_000)
     parser.add_argument("--concurrent", type=int, default=2)

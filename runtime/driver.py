@@ -112,6 +112,8 @@ def run_job(spec: JobSpec, address: str | None = None,
             n_in = len(output_columns(state))
             echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model "
                  "inputs; data profile recorded")
+        if resume:
+            _same_data(run.data.tags.get("mlrt.data_fingerprint"), table, resume)
         _log_data(table, state, profile)
         search = None
         if spec.tune is not None:
@@ -184,6 +186,13 @@ def _start_run(spec: JobSpec, experiment: str, resume: str | None):
                          "spec and --set values")
     with mlflow.start_run(run_id=resume) as run:
         yield run
+
+
+def _same_data(before: str | None, table: Table, run_id: str) -> None:
+    """Trials restored by --resume were trained on the data the search started with."""
+    if before and before != table.fingerprint:
+        raise InputError(f"--resume {run_id}: the data changed since the search started "
+                         f"(fingerprint {before}, now {table.fingerprint}); start a new run")
 
 
 def _storage_path(spec: JobSpec) -> str:
