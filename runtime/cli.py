@@ -75,8 +75,13 @@ def run(
         help="Ray cluster to join (e.g. ray://head:10001 or auto). Default: start a local Ray, "
              "or join RAY_ADDRESS when set (as inside `ray job submit`).",
         show_default=False)] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue the hyperparameter search of this MLflow run (its driver died): "
+             "finished trials are kept, unfinished ones resume from their checkpoints. "
+             "Use the same spec and --set values.",
+        show_default=False)] = None,
 ) -> None:
-    """Run a job spec end to end: data, preprocess, train, evaluate, register.
+    """Run a job spec end to end: data, preprocess, train (or tune), evaluate, register.
 
     Exits 0 when the model passed its gate and the alias moved, 1 when the job ran and failed
     (data checks, training, gate), 2 for a bad spec or arguments.
@@ -93,7 +98,7 @@ def run(
         err.print(line, markup=False, soft_wrap=True)
 
     try:
-        summary = run_job(job, address=address, echo=echo)
+        summary = run_job(job, address=address, echo=echo, resume=resume)
     except GateFailed as e:
         if e.summary is not None:
             _print_summary(e.summary)
@@ -120,6 +125,9 @@ def _print_summary(summary) -> None:
         table.add_row("alias", f"@{summary.alias} not moved")
     table.add_row("stages", ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
                   + f"; total {sum(summary.timings.values()):.1f}s")
+    if summary.best_trial:
+        table.add_row("tuning", f"best of {summary.trials} trials: {summary.best_trial} "
+                                "(its checkpoint was evaluated and registered)")
     if summary.restarts:
         table.add_row("restarts", f"{summary.restarts} (resumed from checkpoint)")
     from runtime.registry import ui_command

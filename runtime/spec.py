@@ -290,12 +290,15 @@ class Search(_Section):
 
 
 Domain = dict[Literal["uniform", "loguniform", "randint", "choice", "grid"], Any]
+# What the training loop reports each epoch (val_* need a validation split).
+TUNE_METRICS = {"classification": ("val_accuracy", "val_loss", "train_loss", "train_accuracy"),
+                "regression": ("val_loss", "val_rmse", "train_loss")}
 
 
 class Tune(_Section):
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
-    samples: int = Field(8, ge=1)
+    samples: int = Field(8, ge=1, description="trials to sample (grid search: each point once)")
     concurrent: int = Field(2, ge=1)
     time_budget_s: float | None = Field(None, gt=0)
     scheduler: Annotated[Asha | Fifo, Field(discriminator="kind")] = Fifo(kind="fifo")
@@ -318,9 +321,66 @@ class Tune(_Section):
                                      f"got {bounds!r}")
                 if kind == "loguniform" and bounds[0] <= 0:
                     raise ValueError(f"{path}: loguniform needs low > 0, got {bounds[0]}")
+                if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+                    raise ValueError(f"{path}: randint needs integer bounds, got {bounds!r}")
             elif not (isinstance(bounds, list) and bounds):
                 raise ValueError(f"{path}: {kind} needs a non-empty list, got {bounds!r}")
         return space
+
+    @model_validator(mode="after")
+    def _search_fits_space(self) -> Tune:
+        kinds = {path: next(iter(domain)) for path, domain in self.space.items()}
+        if self.search.kind == "grid":
+            sampled = [p for p, k in kinds.items() if k not in ("grid", "choice")]
+            if sampled:
+                raise _FieldError(("search", "kind"),
+                                  f"grid search needs grid or choice domains; "
+                                  f"{', '.join(sampled)} are sampled")
+        if self.search.kind == "optuna":
+            gridded = [p for p, k in kinds.items() if k == "grid"]
+            if gridded:
+                raise _FieldError(("search", "kind"),
+                                  f"optuna cannot search grid domains ({', '.join(gridded)}); "
+                                  "use choice")
+        return self
+
+
+def _domain_probes(kind: str, bounds: list) -> list:
+    """Values that stand for everything a domain can produce: both ends (randint's high is
+    exclusive), a non-integral point for continuous domains, every listed value."""
+    if kind == "randint":
+        return [bounds[0], bounds[1] - 1]
+    if kind in ("uniform", "loguniform"):
+        return [bounds[0], bounds[1], bounds[0] + 0.371 * (bounds[1] - bounds[0])]
+    return list(bounds)
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of plain spec data with the field at dotted `path` set to `value`."""
+    raw = json.loads(json.dumps(raw))
+    node = raw
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return raw
+
+
+def _space_value_problem(spec: JobSpec, path: str, domain: Domain) -> str | None:
+    """Validate the spec with each probe value of the domain at `path`: a value of the wrong
+    type or out of the field's range fails here, before Ray starts, not in a trial."""
+    (kind, bounds), = domain.items()
+    base = spec.model_dump(mode="json", exclude={"tune"})
+    for value in _domain_probes(kind, bounds):
+        raw = set_path(base, path, value)
+        try:
+            JobSpec.model_validate(raw)
+        except ValidationError as e:
+            problem = _format_errors(e, raw)[0]
+            hint = ("; this field takes integers: use randint or choice"
+                    if kind in ("uniform", "loguniform") and "integer" in problem else "")
+            return f"{kind} value {value!r} does not fit: {problem}{hint}"
+    return None
 
 
 # --- evaluate, register, serve ----------------------------------------------------------------
@@ -426,11 +486,25 @@ class JobSpec(_Section):
                                   f"task is {self.task}: use classes "
                                   f"{'0' if wants == 0 else '>= 2'}")
         if self.tune is not None:
-            for path in self.tune.space:
-                problem = _field_problem(self, path.split("."))
-                if problem:
-                    raise _FieldError(("tune", "space", path), problem)
+            self._check_tune(self.tune)
         return self
+
+    def _check_tune(self, tune: Tune) -> None:
+        if isinstance(self.model, SklearnModel):
+            raise _FieldError(("tune",), "tuning needs a torch model (torch_mlp or a python "
+                                         "builder returning a torch.nn.Module)")
+        metrics = TUNE_METRICS[self.task]
+        if tune.metric not in metrics:
+            raise _FieldError(("tune", "metric"), f"'{tune.metric}' is not reported by "
+                                                  f"training; choose from {', '.join(metrics)}")
+        if tune.metric.startswith("val_") and self.data.split.validation == 0:
+            raise _FieldError(("tune", "metric"), f"'{tune.metric}' needs a validation split "
+                                                  "(data.split.validation > 0)")
+        for path, domain in tune.space.items():
+            problem = (_field_problem(self, path.split("."))
+                       or _space_value_problem(self, path, domain))
+            if problem:
+                raise _FieldError(("tune", "space", path), problem)
 
     @property
     def metrics(self) -> tuple[str, ...]:
