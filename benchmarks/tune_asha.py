@@ -23,9 +23,10 @@ import time
 
 from runtime.cluster import init_ray, shutdown_ray
 from runtime.data import load_table
-from runtime.preprocess import fit_state, output_columns
+from runtime.preprocess import fit_state
 from runtime.spec import parse_spec
 from runtime.train import training_datasets
+from runtime.transform import output_columns
 from runtime.tune import run_search
 
 
