@@ -210,6 +210,7 @@ def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.workers, use_gpu=spec.use_gpu,
             resources_per_worker={"CPU": spec.cpus_per_worker},
+            placement_strategy=spec.placement.upper(),  # PACK | SPREAD (soft: best effort)
         ),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
