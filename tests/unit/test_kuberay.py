@@ -153,3 +153,45 @@ def test_cluster_section_is_validated():
         spec("cluster.workers=[{name: a, min_replicas: 3, max_replicas: 1}]")
     with pytest.raises(SpecError, match="repeated: \\['a'\\]"):
         spec("cluster.workers=[{name: a}, {name: a}]")
+
+
+# --- the shipped cluster-launcher configs and Dockerfile ----------------------------------------
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "local.yaml"])
+def test_launcher_configs_pass_rays_own_validation(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(yaml.safe_load((ROOT / "cluster" / name).read_text()))
+    validate_config(config)  # Ray's ray-schema.json plus its consistency checks
+
+
+def test_aws_config_has_cpu_and_gpu_worker_types_with_autoscaling_bounds():
+    config = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+    types = config["available_node_types"]
+    assert (types["cpu"]["min_workers"], types["cpu"]["max_workers"]) == (1, 8)
+    assert (types["gpu"]["min_workers"], types["gpu"]["max_workers"]) == (0, 2)
+    assert "--gpus all" in types["gpu"]["docker"]["worker_run_options"]
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "local.yaml"])
+def test_launcher_configs_keep_token_auth_on_and_the_dashboard_private(name):
+    config = yaml.safe_load((ROOT / "cluster" / name).read_text())
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    for command in (c for c in starts if "ray start" in c):
+        assert "RAY_AUTH_MODE=token" in command
+        assert "0.0.0.0" not in command
+    (head,) = [c for c in config["head_start_ray_commands"] if "--head" in c]
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "~/.ray/auth_token" in config["file_mounts"]
+
+
+def test_dockerfile_builds_on_ray_260_and_installs_cpu_torch_first():
+    text = (ROOT / "cluster" / "Dockerfile").read_text()
+    assert "ARG BASE=rayproject/ray:2.60.0-py311" in text
+    torch_at, package_at = text.index("torch==${TORCH_VERSION}"), text.index("pip install "
+                                                                              "--no-cache-dir .")
+    assert torch_at < package_at and "whl/cpu" in text
+    instructions = [line for line in text.splitlines() if not line.startswith("#")]
+    assert "ENV RAY_AUTH_MODE=token" in instructions
+    assert not any("0.0.0.0" in line for line in instructions)
