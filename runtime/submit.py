@@ -54,6 +54,16 @@ class PreflightError(InputError):
                          + "\n".join(f"  {p}" for p in self.problems))
 
 
+class JobFailed(MlrtError):
+    """The submitted job ended FAILED or STOPPED (exit 1)."""
+
+
+class Detached(MlrtError):
+    """Ctrl-C while following: the job keeps running on the cluster."""
+
+    exit_code = 130
+
+
 @dataclass(frozen=True)
 class ClusterResources:
     """Alive nodes and their logical resources, as the cluster's state API reports them."""
@@ -317,7 +327,11 @@ def submit(spec: JobSpec, spec_path: Path, overrides: Sequence[str], address: st
     echo(f"[submit] job {job_id} submitted in {timings['upload']:.1f}s (package + upload)")
     if not wait:
         return SubmitResult(job_id=job_id, status="PENDING", timings=timings)
-    return _follow(client, job_id, timings, echo)
+    try:
+        return _follow(client, job_id, timings, echo)
+    except KeyboardInterrupt:
+        raise Detached(f"stopped following job {job_id}; it keeps running on the cluster:\n  "
+                       + "\n  ".join(follow_commands(job_id, address))) from None
 
 
 def follow_commands(job_id: str, address: str) -> list[str]:
@@ -406,7 +420,3 @@ def _failure_reason(info, log_lines: list[str]) -> str:
             return found.group(1).strip()
     message = (info.message or "").strip()
     return message.splitlines()[-1] if message else f"exit code {info.driver_exit_code}"
-
-
-class JobFailed(MlrtError):
-    """The submitted job ended FAILED or STOPPED (exit 1)."""
