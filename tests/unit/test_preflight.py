@@ -136,3 +136,17 @@ def test_tracking_uri_and_storage_warning():
     assert "lands inside the job's temporary copy" in storage_warning(spec())
     assert storage_warning(spec("storage=/mnt/nfs")) is None
     assert storage_warning(spec("storage=s3://b/x")) is None
+
+
+def test_placement_is_pack_or_spread():
+    from runtime.spec import SpecError
+
+    assert spec().train.placement == "pack"
+    assert spec("train.placement=spread").train.placement == "spread"
+    with pytest.raises(SpecError, match="train.placement: must be 'pack' or 'spread', got 'wide'"):
+        spec("train.placement=wide")
+
+
+def test_where_it_runs_does_not_change_the_spec_hash():
+    assert spec().spec_hash() == spec("runtime.pip=[x]", "cluster.image=y").spec_hash()
+    assert spec().spec_hash() != spec("train.epochs=3").spec_hash()
