@@ -207,6 +207,24 @@ def test_a_wrong_token_is_a_clear_error(cluster, project):
     assert "the cluster refused the request (a token was sent)" in result.stderr
 
 
+def test_bad_addresses_and_a_spec_outside_the_working_dir_exit_2(project, tmp_path):
+    def submit(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        return subprocess.run([MLRT, "submit", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    nobody = submit("jobs/digits.yaml", "--address", "http://127.0.0.1:1")
+    assert nobody.returncode == 2
+    assert "http://127.0.0.1:1: no Ray dashboard / job server answers there" in nobody.stderr
+    outside = tmp_path / "elsewhere.yaml"
+    shutil.copy(project / "jobs" / "digits.yaml", outside)
+    wrong_dir = submit(str(outside), "--address", "http://127.0.0.1:1")
+    assert wrong_dir.returncode == 2 and "must be inside the working dir" in wrong_dir.stderr
+    no_address = submit("jobs/digits.yaml")
+    assert no_address.returncode == 2 and "--address: give the cluster's job server" in \
+        no_address.stderr
+
+
 # --- real jobs --------------------------------------------------------------------------------
 
 
