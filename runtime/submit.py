@@ -335,9 +335,12 @@ def submit(spec: JobSpec, spec_path: Path, overrides: Sequence[str], address: st
 
 
 def follow_commands(job_id: str, address: str) -> list[str]:
-    return [f"ray job status {job_id} --address {address}",
-            f"ray job logs {job_id} --address {address} --follow",
-            f"ray job stop {job_id} --address {address}"]
+    """Ray CLI commands for the job, ready to paste: Ray's CLI sends the token only with
+    RAY_AUTH_MODE=token, so they carry it when a token is in use and the shell lacks it."""
+    prefix = ("RAY_AUTH_MODE=token " if auth_token() and os.environ.get("RAY_AUTH_MODE") != "token"
+              else "")
+    return [f"{prefix}ray job {verb} {job_id} --address {address}{extra}"
+            for verb, extra in (("status", ""), ("logs", " --follow"), ("stop", ""))]
 
 
 def _quiet_ray_client_logs() -> None:

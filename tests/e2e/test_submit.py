@@ -280,12 +280,15 @@ def test_no_wait_prints_the_job_id_and_the_commands_to_follow_it(cluster, projec
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip()
     assert job_id.startswith("raysubmit_")
-    assert f"ray job status {job_id} --address {cluster.address}" in result.stderr
-    assert f"ray job logs {job_id} --address {cluster.address} --follow" in result.stderr
-    stop = next(line.strip() for line in result.stderr.splitlines() if "ray job stop" in line)
-    stopped = subprocess.run(stop.split(), env=cluster.env, capture_output=True, text=True,
-                             timeout=120, check=False)
-    assert stopped.returncode == 0, stopped.stderr
-    status = subprocess.run([RAY, "job", "status", job_id, "--address", cluster.address],
-                            env=cluster.env, capture_output=True, text=True, timeout=60)
-    assert "stopped" in (status.stdout + status.stderr).lower()
+    commands = [line.strip() for line in result.stderr.splitlines() if "ray job " in line]
+    address = cluster.address
+    assert commands == [f"RAY_AUTH_MODE=token ray job status {job_id} --address {address}",
+                        f"RAY_AUTH_MODE=token ray job logs {job_id} --address {address} --follow",
+                        f"RAY_AUTH_MODE=token ray job stop {job_id} --address {address}"]
+    # Pasted into a shell that has only the token (as the user's), they work.
+    shell_env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
+    for command in (commands[2], commands[0]):
+        done = subprocess.run(command, shell=True, env=shell_env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+    assert "stopped" in (done.stdout + done.stderr).lower()
