@@ -9,9 +9,9 @@ current directory (minus `.git`, `.venv`, `.mlrt`, caches and outputs; plus the 
 sys.path, so the cluster needs mlrt's dependencies (the cluster/Dockerfile image has them and
 mlrt itself), and user code such as `jobs/my_models.py` travels with the working dir.
 
-Preflight (each problem exits 2 before anything is uploaded): the upload is over Ray's size
-limit; the spec asks for more CPUs/GPUs than the cluster has; `storage` or the MLflow sqlite
-store is a local path on a multi-node cluster.
+Preflight (`runtime.preflight`; each problem exits 2 before anything is uploaded): the upload
+is over Ray's size limit; the spec asks for more CPUs/GPUs than the cluster has; `storage` or
+the MLflow sqlite store is a local path on a multi-node cluster.
 
 Token authentication: Ray's SDK only sends the token when RAY_AUTH_MODE=token is set in the
 client's environment. mlrt reads the token itself, in Ray's order (RAY_AUTH_TOKEN, the file at
@@ -33,6 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.errors import InputError, MlrtError
+from runtime.preflight import (
+    ClusterResources,
+    PreflightError,
+    UploadSize,
+    mib_text,
+    num_text,
+    preflight,
+    storage_warning,
+)
 from runtime.spec import JobSpec
 
 # Never worth uploading: version control, environments, caches, and what jobs write.
@@ -45,15 +54,6 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 POLL_S = 0.25
 
 
-class PreflightError(InputError):
-    """The job cannot run on this cluster as asked; one line per problem (exit 2)."""
-
-    def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("the job cannot run on this cluster as specified:\n"
-                         + "\n".join(f"  {p}" for p in self.problems))
-
-
 class JobFailed(MlrtError):
     """The submitted job ended FAILED or STOPPED (exit 1)."""
 
@@ -62,25 +62,6 @@ class Detached(MlrtError):
     """Ctrl-C while following: the job keeps running on the cluster."""
 
     exit_code = 130
-
-
-@dataclass(frozen=True)
-class ClusterResources:
-    """Alive nodes and their logical resources, as the cluster's state API reports them."""
-
-    node_cpus: tuple[float, ...]
-    node_gpus: tuple[float, ...]
-
-    @property
-    def nodes(self) -> int:
-        return len(self.node_cpus)
-
-
-@dataclass(frozen=True)
-class UploadSize:
-    total: int  # bytes Ray would upload (zipped size when the raw size is over the limit)
-    by_entry: dict[str, int]  # raw bytes per top-level file or folder of the working dir
-    limit: int
 
 
 @dataclass
@@ -196,104 +177,6 @@ def cluster_resources(address: str, headers: dict[str, str]) -> ClusterResources
     )
 
 
-def job_tracking_uri(spec: JobSpec) -> str:
-    """The MLflow URI the job will use: runtime.env_vars' MLFLOW_TRACKING_URI, or the sqlite
-    store under `storage` (what runtime.registry does inside the job)."""
-    uri = spec.runtime.env_vars.get("MLFLOW_TRACKING_URI", "")
-    if uri:
-        return uri
-    if "://" in spec.storage:
-        return ""  # the job itself will ask for MLFLOW_TRACKING_URI
-    return f"sqlite:///{spec.storage.rstrip('/')}/mlflow.db"
-
-
-# --- preflight (pure: unit-tested without a cluster) ------------------------------------------
-
-
-def preflight(spec: JobSpec, cluster: ClusterResources | None, upload: UploadSize) -> list[str]:
-    """Every reason the job cannot run on this cluster; empty when it can. `cluster` None skips
-    the resource and multi-node checks (autoscaling clusters that grow on demand)."""
-    problems = [_upload_problem(upload)] if upload.total >= upload.limit else []
-    if cluster is None:
-        return problems
-    problems += _resource_problems(spec, cluster)
-    if cluster.nodes > 1:
-        problems += _shared_storage_problems(spec, cluster.nodes)
-    return problems
-
-
-def _upload_problem(upload: UploadSize) -> str:
-    largest = sorted(upload.by_entry.items(), key=lambda kv: -kv[1])[:3]
-    return (f"working dir: the upload is {_mib(upload.total)}, over Ray's limit of "
-            f"{_mib(upload.limit)}; largest: "
-            + ", ".join(f"{name} ({_mib(size)})" for name, size in largest)
-            + ". Exclude them with runtime.excludes in the spec or a .rayignore file, and read "
-              "large data from storage the cluster can reach (s3://, gs://, NFS)")
-
-
-def _resource_problems(spec: JobSpec, cluster: ClusterResources) -> list[str]:
-    t = spec.train
-    problems = []
-    total_cpus, biggest = sum(cluster.node_cpus), max(cluster.node_cpus, default=0.0)
-    have = f"the cluster has {_num(total_cpus)} CPUs on {cluster.nodes} node(s), at most " \
-           f"{_num(biggest)} on one"
-    per_trial = t.workers * t.cpus_per_worker
-    if t.cpus_per_worker > biggest:
-        problems.append(f"train.cpus_per_worker: {_num(t.cpus_per_worker)} CPUs per worker do "
-                        f"not fit on any node; {have}")
-    elif per_trial > total_cpus:
-        problems.append(f"train.workers: {t.workers} workers x {_num(t.cpus_per_worker)} CPUs "
-                        f"= {_num(per_trial)} CPUs; {have}")
-    if spec.tune is not None and spec.tune.concurrent * per_trial > total_cpus >= per_trial:
-        problems.append(f"tune.concurrent: {spec.tune.concurrent} trials x {_num(per_trial)} "
-                        f"CPUs = {_num(spec.tune.concurrent * per_trial)} CPUs; {have}")
-    if t.use_gpu:
-        gpus = sum(cluster.node_gpus)
-        if gpus < t.workers:
-            problems.append(f"train.use_gpu: {t.workers} workers need {t.workers} GPUs; the "
-                            f"cluster has {_num(gpus)}")
-    return problems
-
-
-def _shared_storage_problems(spec: JobSpec, nodes: int) -> list[str]:
-    problems = []
-    local_storage = "://" not in spec.storage
-    if local_storage and not spec.runtime.shared_storage:
-        problems.append(
-            f"storage: '{spec.storage}' is a local path but the cluster has {nodes} nodes; "
-            "checkpoints and artifacts must be where every node can read them: use s3://, "
-            "gs://, or an NFS path mounted on every node with runtime.shared_storage: true")
-    uri = job_tracking_uri(spec)
-    if uri.startswith("sqlite:"):
-        # The default store lives under `storage`: fine when that is on shared storage.
-        under_shared_storage = (local_storage and spec.runtime.shared_storage
-                                and "MLFLOW_TRACKING_URI" not in spec.runtime.env_vars)
-        if not under_shared_storage:
-            problems.append(
-                f"MLflow tracking URI {uri} is a local sqlite file on a {nodes}-node cluster; "
-                "set runtime.env_vars.MLFLOW_TRACKING_URI to an MLflow server (or keep the "
-                "store under a shared `storage` with runtime.shared_storage: true)")
-    return problems
-
-
-def storage_warning(spec: JobSpec) -> str | None:
-    """A relative local `storage` resolves inside the job's copy of the working dir, which Ray
-    garbage-collects: the runs and model versions would be hard to find and eventually gone."""
-    if "://" in spec.storage or Path(spec.storage).is_absolute():
-        return None
-    return (f"storage '{spec.storage}' is relative: on the cluster it lands inside the job's "
-            "temporary copy of the working dir; pass --set storage=/shared/path (or s3://...) "
-            "to keep runs and models")
-
-
-def _mib(n: float) -> str:
-    return f"{n / 1024**2:.1f} MiB"
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"
-
-
 # --- submit and follow ------------------------------------------------------------------------
 
 
@@ -317,8 +200,8 @@ def submit(spec: JobSpec, spec_path: Path, overrides: Sequence[str], address: st
     warning = storage_warning(spec)
     if warning:
         echo(f"warning: {warning}")
-    where = f"{cluster.nodes} node(s), {_num(sum(cluster.node_cpus))} CPUs" if cluster else "?"
-    echo(f"[submit] {root} ({_mib(upload.total)}) -> {client.get_address()} ({where})")
+    where = f"{cluster.nodes} node(s), {num_text(sum(cluster.node_cpus))} CPUs" if cluster else "?"
+    echo(f"[submit] {root} ({mib_text(upload.total)}) -> {client.get_address()} ({where})")
     start = time.perf_counter()
     job_id = client.submit_job(entrypoint=entrypoint(rel_spec, overrides),
                                runtime_env=runtime_env(spec, root, excludes),

@@ -9,17 +9,19 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import InputError
-from runtime.spec import load_spec
-from runtime.submit import (
+from runtime.preflight import (
     ClusterResources,
     UploadSize,
+    job_tracking_uri,
+    preflight,
+    storage_warning,
+)
+from runtime.spec import load_spec
+from runtime.submit import (
     auth_token,
     entrypoint,
     job_excludes,
-    job_tracking_uri,
     measure_upload,
-    preflight,
-    storage_warning,
 )
 
 ROOT = Path(__file__).parents[2]
