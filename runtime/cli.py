@@ -4,6 +4,7 @@
     mlrt run jobs/digits.yaml --set train.epochs=5
     mlrt models list digits-mlp
     mlrt predict models:/digits-mlp@champion --input rows.parquet --output predictions
+    mlrt submit jobs/digits.yaml --address http://HEAD:8265
 
 Exit codes: 0 ok; 1 the job ran and failed (data checks, gate, training); 2 bad input.
 """
@@ -246,6 +247,54 @@ def models_rollback(name: str, alias: AliasOpt = "champion",
     registry.use_store(storage)
     was, now = registry.rollback(name, alias)
     out.print(f"{name}@{alias} -> v{now} (rolled back from v{was})")
+
+
+@app.command()
+def submit(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    address: Annotated[str, typer.Option(
+        help="The cluster's dashboard / job server, e.g. http://HEAD:8265 (default: "
+             "RAY_API_SERVER_ADDRESS or RAY_ADDRESS).", show_default=False)] = "",
+    wait: Annotated[bool, typer.Option(
+        help="Stream the job's logs and exit with its status; --no-wait prints the job id and "
+             "the commands to follow it.")] = True,
+    working_dir: Annotated[Path | None, typer.Option(
+        help="Folder uploaded as the job's working dir (default: the current directory); the "
+             "spec must be inside it.", show_default=False)] = None,
+    resource_check: Annotated[bool, typer.Option(
+        help="Check the spec's CPUs/GPUs and storage against the cluster's current nodes "
+             "(--no-resource-check for autoscaling clusters that grow on demand).")] = True,
+) -> None:
+    """Run a spec on a Ray cluster as a Ray job (uploads the working dir; preflight first).
+
+    Exits 0 when the job SUCCEEDED, 1 when it FAILED (the job's error is shown), 2 when the job
+    cannot run there (bad spec, upload too large, resources, local storage on many nodes).
+    """
+    from runtime.errors import InputError
+    from runtime.spec import load_spec
+    from runtime.submit import JobFailed, follow_commands
+    from runtime.submit import submit as submit_job
+
+    job = load_spec(spec, set_ or [])
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get(
+        "RAY_ADDRESS", "")
+    if not address:
+        raise InputError("--address: give the cluster's job server, e.g. http://HEAD:8265")
+
+    def echo(line: str) -> None:
+        err.print(line, markup=False, soft_wrap=True, highlight=False)
+
+    result = submit_job(job, spec, set_ or [], address, wait=wait, working_dir=working_dir,
+                        check_resources=resource_check, echo=echo)
+    if not wait:
+        out.print(result.job_id)
+        for command in follow_commands(result.job_id, address):
+            err.print(f"  {command}", markup=False, soft_wrap=True)
+        return
+    if result.status != "SUCCEEDED":
+        raise JobFailed(f"job {result.job_id} {result.status}: {result.reason}")
+    out.print(f"job {result.job_id} SUCCEEDED")
 
 
 def main() -> None:

@@ -270,6 +270,9 @@ class Train(_Section):
     max_failures: int = Field(0, ge=-1, description="-1 retries forever")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     seed: int = 0
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="pack: workers on as few nodes as possible (fast collectives); "
+                            "spread: one per node where possible (fault isolation)")
 
 
 # --- tune -------------------------------------------------------------------------------------
@@ -445,6 +448,65 @@ class Serve(_Section):
     canary: Canary | None = None
 
 
+# --- where the job runs: Ray runtime env and cluster shape -----------------------------------
+
+
+class RuntimeEnv(_Section):
+    """What `mlrt submit` adds to the Ray job's runtime_env (the working dir is always sent)."""
+
+    pip: list[str] = Field([], description="extra pip requirements installed for the job")
+    env_vars: dict[str, str] = Field({}, description="environment variables of the job")
+    excludes: list[str] = Field([], description="more working-dir paths (gitignore syntax) "
+                                                "not to upload")
+    shared_storage: bool = Field(
+        False, description="`storage` is a local path every node mounts (NFS): allowed on a "
+                           "multi-node cluster")
+
+
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
+class HeadGroup(_Section):
+    cpus: float = Field(2, gt=0)
+    memory: str = Field("8Gi", pattern=_K8S_QUANTITY)
+
+
+class WorkerGroup(_Section):
+    name: str = Field(pattern=_K8S_NAME, max_length=40)
+    cpus: float = Field(4, gt=0)
+    memory: str = Field("16Gi", pattern=_K8S_QUANTITY)
+    gpus: int = Field(0, ge=0)
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkerGroup:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas "
+                             f"({self.max_replicas})")
+        return self
+
+
+class ClusterShape(_Section):
+    """The Ray cluster a rendered KubeRay RayJob / RayService creates."""
+
+    image: str = Field("mlrt:0.1.0", min_length=1,
+                       description="image with Ray and mlrt installed (cluster/Dockerfile)")
+    head: HeadGroup = HeadGroup()
+    workers: list[WorkerGroup] = Field(
+        [WorkerGroup(name="cpu", cpus=4, min_replicas=1, max_replicas=4)], min_length=1)
+
+    @field_validator("workers")
+    @classmethod
+    def _unique_names(cls, groups: list[WorkerGroup]) -> list[WorkerGroup]:
+        names = [g.name for g in groups]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"worker group names must be unique, repeated: {dupes}")
+        return groups
+
+
 # `register` is the spec's section name; pydantic warns that it shadows ABCMeta.register, which
 # nothing here uses on a spec instance.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
@@ -462,6 +524,8 @@ class JobSpec(_Section):
     evaluate: Evaluate = Evaluate()
     register: Register = Register()
     serve: Serve = Serve()
+    runtime: RuntimeEnv = RuntimeEnv()
+    cluster: ClusterShape | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -485,6 +549,10 @@ class JobSpec(_Section):
                 raise _FieldError(("data", "source", "classes"),
                                   f"task is {self.task}: use classes "
                                   f"{'0' if wants == 0 else '>= 2'}")
+        if (self.cluster is not None and self.train.use_gpu
+                and not any(g.gpus for g in self.cluster.workers)):
+            raise _FieldError(("cluster", "workers"),
+                              "train.use_gpu is true but no worker group has gpus")
         if self.tune is not None:
             self._check_tune(self.tune)
         return self
@@ -511,7 +579,9 @@ class JobSpec(_Section):
         return tuple(self.evaluate.metrics or task_metrics(self.task))
 
     def spec_hash(self) -> str:
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """What is trained, not where: `runtime` and `cluster` do not change the hash."""
+        canon = json.dumps(self.model_dump(mode="json", exclude={"runtime", "cluster"}),
+                           sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 

@@ -310,6 +310,7 @@ def torch_trainer(config: dict, datasets: dict, storage_path: str, run_name: str
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.workers, use_gpu=spec.use_gpu,
             resources_per_worker={"CPU": spec.cpus_per_worker},
+            placement_strategy=spec.placement.upper(),  # PACK | SPREAD (soft: best effort)
         ),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
