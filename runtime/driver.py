@@ -338,9 +338,19 @@ def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> 
 def _log_spec(spec: JobSpec) -> None:
     import mlflow
 
-    mlflow.log_params(_flatten(spec.model_dump(mode="json", exclude={"serve", "tune"})))
+    mlflow.log_params(_flatten(spec.model_dump(
+        mode="json", exclude={"serve", "tune", "runtime", "cluster"})))
     mlflow.set_tags({"mlrt.spec_hash": spec.spec_hash(), "mlrt.git_commit": _git_commit() or ""})
-    mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
+    mlflow.log_text(yaml.safe_dump(recorded_spec(spec), sort_keys=False), "spec.yaml")
+
+
+def recorded_spec(spec: JobSpec) -> dict:
+    """The spec as the run records it: `runtime.env_vars` may carry credentials, so only their
+    names are kept."""
+    recorded = spec.model_dump(mode="json")
+    if recorded.get("runtime"):
+        recorded["runtime"]["env_vars"] = dict.fromkeys(recorded["runtime"]["env_vars"], "***")
+    return recorded
 
 
 def _load_data(spec: JobSpec) -> Table:

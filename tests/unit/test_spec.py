@@ -173,3 +173,13 @@ def test_json_schema_describes_sections():
     schema = json_schema()
     assert {"name", "task", "data", "model", "train"} <= set(schema["properties"])
     assert "name" in schema["required"]
+
+
+def test_the_recorded_spec_keeps_env_var_names_but_not_their_values():
+    from runtime.driver import recorded_spec
+
+    spec = parse_spec({**GOOD, "runtime": {"env_vars": {"AWS_SECRET_ACCESS_KEY": "hunter2"}}})
+    recorded = recorded_spec(spec)
+    assert recorded["runtime"]["env_vars"] == {"AWS_SECRET_ACCESS_KEY": "***"}
+    assert "hunter2" not in yaml.safe_dump(recorded)
+    assert recorded["train"] == spec.model_dump(mode="json")["train"]
