@@ -109,8 +109,9 @@ def _start_ray(args: argparse.Namespace) -> float:
 def run_mlrt(src: Path, dst: Path, args: argparse.Namespace) -> dict:
     import ray.data
 
-    from runtime.preprocess import fit_state, transform_arrow
+    from runtime.preprocess import fit_state
     from runtime.spec import Data
+    from runtime.transform import transform_arrow
 
     ray_init = _start_ray(args)
     ops = list(Data(source={"kind": "parquet", "path": str(src)},

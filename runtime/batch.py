@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from runtime.data import arrow_numeric, expand_paths, preview, read_files
 from runtime.errors import InputError
 from runtime.inference import META_FILE, STATE_FILE, Predictor
+from runtime.transform import transform_matrix
 
 FORMATS = ("parquet", "csv")
 DEFAULT_BATCH_SIZE = 16384  # rows per model call and per output block: fewer, larger Ray tasks
@@ -249,11 +248,17 @@ class BatchPredictor:
             self.predictor = Predictor.load(tmp)  # reads every file now: tmp can go
         self.keep = keep
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        predicted = self.predictor.predict_frame(batch)
-        kept = batch if self.keep is None else batch[self.keep]
-        predicted.index = kept.index
-        return pd.concat([kept, predicted], axis=1)
+    def __call__(self, batch):
+        """Arrow in, Arrow out: the model matrix comes straight from the Arrow buffers
+        (transform_matrix) and the kept input columns pass through untouched."""
+        import pyarrow as pa
+
+        x = transform_matrix(self.predictor.state, batch)
+        out = batch if self.keep is None else batch.select(self.keep)
+        predicted = self.predictor.output_columns(*self.predictor.predict_matrix(x))
+        for name, values in predicted.items():
+            out = out.append_column(name, pa.array(values))
+        return out
 
 
 def predict_dataset(ds, model: ModelFiles, batch_size: int, actors: int,
@@ -274,7 +279,7 @@ def predict_dataset(ds, model: ModelFiles, batch_size: int, actors: int,
         fn_constructor_kwargs={"files": model.files, "keep": keep},
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=batch_size,
-        batch_format="pandas",
+        batch_format="pyarrow",
         udf_modifying_row_count=False,
     )
 

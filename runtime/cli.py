@@ -4,6 +4,7 @@
     mlrt run jobs/digits.yaml --set train.epochs=5
     mlrt models list digits-mlp
     mlrt predict models:/digits-mlp@champion --input rows.parquet --output predictions
+    mlrt submit jobs/digits.yaml --address http://HEAD:8265
     mlrt serve jobs/digits.yaml                    # HTTP, foreground; deploy / render: see below
 
 Exit codes: 0 ok; 1 the job ran and failed (data checks, gate, training); 2 bad input.
@@ -76,8 +77,13 @@ def run(
         help="Ray cluster to join (e.g. ray://head:10001 or auto). Default: start a local Ray, "
              "or join RAY_ADDRESS when set (as inside `ray job submit`).",
         show_default=False)] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue the hyperparameter search of this MLflow run (its driver died): "
+             "finished trials are kept, unfinished ones resume from their checkpoints. "
+             "Use the same spec and --set values.",
+        show_default=False)] = None,
 ) -> None:
-    """Run a job spec end to end: data, preprocess, train, evaluate, register.
+    """Run a job spec end to end: data, preprocess, train (or tune), evaluate, register.
 
     Exits 0 when the model passed its gate and the alias moved, 1 when the job ran and failed
     (data checks, training, gate), 2 for a bad spec or arguments.
@@ -94,7 +100,7 @@ def run(
         err.print(line, markup=False, soft_wrap=True)
 
     try:
-        summary = run_job(job, address=address, echo=echo)
+        summary = run_job(job, address=address, echo=echo, resume=resume)
     except GateFailed as e:
         if e.summary is not None:
             _print_summary(e.summary)
@@ -121,6 +127,9 @@ def _print_summary(summary) -> None:
         table.add_row("alias", f"@{summary.alias} not moved")
     table.add_row("stages", ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
                   + f"; total {sum(summary.timings.values()):.1f}s")
+    if summary.best_trial:
+        table.add_row("tuning", f"best of {summary.trials} trials: {summary.best_trial} "
+                                "(its checkpoint was evaluated and registered)")
     if summary.restarts:
         table.add_row("restarts", f"{summary.restarts} (resumed from checkpoint)")
     from runtime.registry import ui_command
@@ -239,6 +248,54 @@ def models_rollback(name: str, alias: AliasOpt = "champion",
     registry.use_store(storage)
     was, now = registry.rollback(name, alias)
     out.print(f"{name}@{alias} -> v{now} (rolled back from v{was})")
+
+
+@app.command()
+def submit(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    address: Annotated[str, typer.Option(
+        help="The cluster's dashboard / job server, e.g. http://HEAD:8265 (default: "
+             "RAY_API_SERVER_ADDRESS or RAY_ADDRESS).", show_default=False)] = "",
+    wait: Annotated[bool, typer.Option(
+        help="Stream the job's logs and exit with its status; --no-wait prints the job id and "
+             "the commands to follow it.")] = True,
+    working_dir: Annotated[Path | None, typer.Option(
+        help="Folder uploaded as the job's working dir (default: the current directory); the "
+             "spec must be inside it.", show_default=False)] = None,
+    resource_check: Annotated[bool, typer.Option(
+        help="Check the spec's CPUs/GPUs and storage against the cluster's current nodes "
+             "(--no-resource-check for autoscaling clusters that grow on demand).")] = True,
+) -> None:
+    """Run a spec on a Ray cluster as a Ray job (uploads the working dir; preflight first).
+
+    Exits 0 when the job SUCCEEDED, 1 when it FAILED (the job's error is shown), 2 when the job
+    cannot run there (bad spec, upload too large, resources, local storage on many nodes).
+    """
+    from runtime.errors import InputError
+    from runtime.spec import load_spec
+    from runtime.submit import JobFailed, follow_commands
+    from runtime.submit import submit as submit_job
+
+    job = load_spec(spec, set_ or [])
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get(
+        "RAY_ADDRESS", "")
+    if not address:
+        raise InputError("--address: give the cluster's job server, e.g. http://HEAD:8265")
+
+    def echo(line: str) -> None:
+        err.print(line, markup=False, soft_wrap=True, highlight=False)
+
+    result = submit_job(job, spec, set_ or [], address, wait=wait, working_dir=working_dir,
+                        check_resources=resource_check, echo=echo)
+    if not wait:
+        out.print(result.job_id)
+        for command in follow_commands(result.job_id, address):
+            err.print(f"  {command}", markup=False, soft_wrap=True)
+        return
+    if result.status != "SUCCEEDED":
+        raise JobFailed(f"job {result.job_id} {result.status}: {result.reason}")
+    out.print(f"job {result.job_id} SUCCEEDED")
 
 
 ServeArg = Annotated[str, typer.Argument(

@@ -2,8 +2,10 @@
 
     mlrt run jobs/digits.yaml          # the CLI calls run_job(spec)
 
-Stages: ray -> data -> preprocess -> train -> evaluate -> register. Each prints one line with
-its elapsed time. A failed gate still registers the version (tagged `mlrt.gate=failed`, for
+Stages: ray -> data -> preprocess -> train (or tune) -> evaluate -> register. Each prints one
+line with its elapsed time. With a `tune:` section the tune stage replaces train: the best
+trial's checkpoint is evaluated and registered, and `resume=RUN_ID` continues a search whose
+driver died. A failed gate still registers the version (tagged `mlrt.gate=failed`, for
 inspection) but never moves the alias, and raises GateFailed (exit 1).
 """
 
@@ -28,14 +30,15 @@ import yaml
 from runtime import registry
 from runtime.cluster import init_ray
 from runtime.data import Table, load_table
-from runtime.errors import DataCheckError, GateFailed
+from runtime.errors import DataCheckError, GateFailed, InputError
 from runtime.evaluate import Verdict, check_gate, compute_metrics
 from runtime.inference import Predictor, save_model_dir, write_json_atomic
 from runtime.models import framework_of, spec_framework
-from runtime.preprocess import fit_state, output_columns
+from runtime.preprocess import fit_state
 from runtime.scan import to_frame
 from runtime.spec import JobSpec
 from runtime.train import TrainOutput, train_sklearn, train_torch, training_datasets
+from runtime.transform import output_columns
 
 PROFILE_FILE = "profile.json"
 # Below this size (float32 model inputs of train + validation) each training worker keeps its
@@ -57,6 +60,8 @@ class RunSummary:
     tracking_uri: str
     timings: dict[str, float] = field(default_factory=dict)
     restarts: int = 0
+    best_trial: str | None = None  # tuned runs: the trial whose checkpoint was registered
+    trials: int = 0
 
 
 class StageClock:
@@ -76,9 +81,12 @@ class StageClock:
 
 
 def run_job(spec: JobSpec, address: str | None = None,
-            echo: Callable[[str], None] = print) -> RunSummary:
+            echo: Callable[[str], None] = print, resume: str | None = None) -> RunSummary:
     import mlflow
 
+    if resume and spec.tune is None:
+        raise InputError(f"--resume {resume}: resuming continues a search; the spec has no "
+                         "tune section")
     clock = StageClock(echo)
     # Opening the MLflow store (import, sqlite schema, experiment) takes ~3 s and needs no Ray:
     # do it while Ray starts. ray.init mostly waits on its subprocesses, so the two overlap.
@@ -87,8 +95,9 @@ def run_job(spec: JobSpec, address: str | None = None,
         with clock.stage("ray"):
             echo(f"  {init_ray(address)}")
         uri, experiment = tracking.result()
-    with mlflow.start_run(experiment_id=experiment) as run:
-        _log_spec(spec)
+    with _start_run(spec, experiment, resume) as run:
+        if not resume:
+            _log_spec(spec)
         with clock.stage("data"):
             table = _load_data(spec)
             echo(f"  {table.rows} rows, {len(table.features)} features, fingerprint "
@@ -104,12 +113,21 @@ def run_job(spec: JobSpec, address: str | None = None,
             n_in = len(output_columns(state))
             echo(f"  {len(state['steps'])} steps fitted on the training split -> {n_in} model "
                  "inputs; data profile recorded")
+        if resume:
+            _same_data(run.data.tags.get("mlrt.data_fingerprint"), table, resume)
         _log_data(table, state, profile)
-        with clock.stage("train"):
-            output = _train(spec, table, state, n_in, run.info.run_id)
-            for row in output.history:
-                mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
-                                   step=int(row["epoch"]))
+        search = None
+        if spec.tune is not None:
+            with clock.stage("tune"):
+                search = _tune(spec, table, state, n_in, run.info.run_id, experiment,
+                               resume is not None, echo)
+            spec, output = search.spec, search.output  # evaluate/register the best trial
+        else:
+            with clock.stage("train"):
+                output = _train(spec, table, state, n_in, run.info.run_id)
+        for row in output.history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                               step=int(row["epoch"]))
         with clock.stage("evaluate"):
             model_dir = Path(tempfile.mkdtemp(prefix="mlrt-model-"))
             meta = _model_meta(spec, table, n_in, output)
@@ -128,7 +146,8 @@ def run_job(spec: JobSpec, address: str | None = None,
             run_id=run.info.run_id, model_name=spec.name, version=version, metrics=metrics,
             verdict=verdict, alias=spec.register.alias, alias_moved_from=moved_from,
             alias_moved=verdict.passed, tracking_uri=uri, timings=clock.timings,
-            restarts=output.restarts,
+            restarts=output.restarts, best_trial=search.best.trial_id if search else None,
+            trials=len(search.trials) if search else 0,
         )
         mlflow.log_metrics({f"stage_seconds_{k}": v for k, v in clock.timings.items()})
     if not verdict.passed:
@@ -142,15 +161,95 @@ def _open_tracking(spec: JobSpec) -> tuple[str, str]:
     return uri, registry.experiment_id(spec.name, spec.storage)
 
 
+@contextmanager
+def _start_run(spec: JobSpec, experiment: str, resume: str | None):
+    """A new MLflow run, or (resume) the run of a search whose driver died."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not resume:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            yield run
+        return
+    try:
+        previous = mlflow.MlflowClient().get_run(resume)
+    except MlflowException as e:
+        raise InputError(f"--resume {resume}: no such run in {spec.storage}") from e
+    if previous.info.experiment_id != experiment:
+        raise InputError(f"--resume {resume}: that run belongs to another experiment, not "
+                         f"'{spec.name}'")
+    if previous.info.status == "FINISHED":
+        raise InputError(f"--resume {resume}: that run already finished; nothing to resume")
+    started = previous.data.tags.get("mlrt.spec_hash")
+    if started != spec.spec_hash():
+        raise InputError(f"--resume {resume}: the run was started from another spec (hash "
+                         f"{started}, this one {spec.spec_hash()}); resume with the same "
+                         "spec and --set values")
+    with mlflow.start_run(run_id=resume) as run:
+        yield run
+
+
+def _same_data(before: str | None, table: Table, run_id: str) -> None:
+    """Trials restored by --resume were trained on the data the search started with."""
+    if before and before != table.fingerprint:
+        raise InputError(f"--resume {run_id}: the data changed since the search started "
+                         f"(fingerprint {before}, now {table.fingerprint}); start a new run")
+
+
+def _storage_path(spec: JobSpec) -> str:
+    return spec.storage if "://" in spec.storage else str(Path(spec.storage).absolute())
+
+
+def _cache_shards(table: Table, n_in: int) -> bool:
+    rows = table.split_rows["train"] + table.split_rows["validation"]
+    return rows * n_in * 4 <= CACHE_SHARDS_BELOW_BYTES
+
+
+def _tune(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str, experiment: str,
+          resume: bool, echo: Callable[[str], None]):
+    """The search; its trials become child runs, its summary a table, a plot and the best
+    spec on the job's run."""
+    import mlflow
+
+    from runtime import tune
+
+    name = f"{spec.name}-{run_id}"
+    storage = _storage_path(spec)
+    echo(f"  search stored at {storage}/{tune.TUNE_DIR}/{name}; if this driver dies, continue "
+         f"it with: mlrt run SPEC --resume {run_id}")
+    search = tune.run_search(spec, training_datasets(table, state), n_in, table.classes,
+                             _cache_shards(table, n_in), storage, name, resume=resume)
+    metric, mode = spec.tune.metric, spec.tune.mode
+    if search.resumed:
+        echo("  resumed the stored search: finished trials kept, unfinished ones continued")
+    tune.log_trials(search.trials, run_id, experiment)
+    for line in tune.top_table(search.trials, metric, mode):
+        echo("  " + line)
+    echo(f"  best: trial {search.best.trial_id} of {len(search.trials)}, {metric}="
+         f"{search.best.last(metric):.4f}; its checkpoint is evaluated and registered")
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = tune.save_plot(search.trials, metric, mode, search.best.trial_id,
+                              Path(tmp) / "tune_search.png")
+        mlflow.log_artifact(str(plot), "tune")
+    best = search.spec.model_dump(mode="json", exclude={"tune"})
+    mlflow.log_text(yaml.safe_dump(best, sort_keys=False), "best_spec.yaml")
+    mlflow.log_params({f"tune.best.{k}": json.dumps(v) if not isinstance(v, str) else v
+                       for k, v in search.best.config.items()})
+    mlflow.log_params({"tune.metric": metric, "tune.mode": mode,
+                       "tune.scheduler": spec.tune.scheduler.kind,
+                       "tune.search": spec.tune.search.kind, "tune.samples": spec.tune.samples})
+    mlflow.set_tags({"mlrt.tune.best_trial": search.best.trial_id,
+                     "mlrt.tune.path": search.path, "mlrt.tune.trials": str(len(search.trials))})
+    return search
+
+
 def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str) -> TrainOutput:
     n_out = len(table.classes) if table.classes is not None else 1
     if spec_framework(spec.model, n_in, n_out) == "torch":
         datasets = training_datasets(table, state)
-        storage = spec.storage if "://" in spec.storage else str(Path(spec.storage).absolute())
-        rows = table.split_rows["train"] + table.split_rows["validation"]
         return train_torch(spec.train, spec.model, datasets, n_in, table.classes,
-                           f"{storage}/ray_train", f"{spec.name}-{run_id}",
-                           cache_shards=rows * n_in * 4 <= CACHE_SHARDS_BELOW_BYTES)
+                           f"{_storage_path(spec)}/ray_train", f"{spec.name}-{run_id}",
+                           cache_shards=_cache_shards(table, n_in))
     return train_sklearn(spec.model, table, state, n_out, spec.train.cpus_per_worker)
 
 
@@ -239,9 +338,19 @@ def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> 
 def _log_spec(spec: JobSpec) -> None:
     import mlflow
 
-    mlflow.log_params(_flatten(spec.model_dump(mode="json", exclude={"serve", "tune"})))
+    mlflow.log_params(_flatten(spec.model_dump(
+        mode="json", exclude={"serve", "tune", "runtime", "cluster"})))
     mlflow.set_tags({"mlrt.spec_hash": spec.spec_hash(), "mlrt.git_commit": _git_commit() or ""})
-    mlflow.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
+    mlflow.log_text(yaml.safe_dump(recorded_spec(spec), sort_keys=False), "spec.yaml")
+
+
+def recorded_spec(spec: JobSpec) -> dict:
+    """The spec as the run records it: `runtime.env_vars` may carry credentials, so only their
+    names are kept."""
+    recorded = spec.model_dump(mode="json")
+    if recorded.get("runtime"):
+        recorded["runtime"]["env_vars"] = dict.fromkeys(recorded["runtime"]["env_vars"], "***")
+    return recorded
 
 
 def _load_data(spec: JobSpec) -> Table:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from runtime.errors import UnsafeModelError
-from runtime.preprocess import transform_frame
+from runtime.transform import transform_frame
 
 META_FILE = "mlrt_model.json"
 STATE_FILE = "preprocess.json"
@@ -92,7 +92,10 @@ class Predictor:
 
     def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw feature rows -> (predictions, class probabilities or None)."""
-        x = transform_frame(self.state, frame)
+        return self.predict_matrix(transform_frame(self.state, frame))
+
+    def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Preprocessed float32 rows (runtime.transform) -> (predictions, probabilities)."""
         if self.meta["framework"] == "torch":
             import torch
 
@@ -111,8 +114,12 @@ class Predictor:
         return np.asarray(self.classes)[proba.argmax(axis=1)], proba
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        predictions, proba = self.predict(frame)
-        out = pd.DataFrame({"prediction": predictions})
+        return pd.DataFrame(self.output_columns(*self.predict(frame)))
+
+    def output_columns(self, predictions: np.ndarray,
+                       proba: np.ndarray | None) -> dict[str, np.ndarray]:
+        """`prediction`, then `probability_<class>` per class (classifiers)."""
+        out = {"prediction": predictions}
         if proba is not None:
             for i, label in enumerate(self.classes):
                 out[f"probability_{label}"] = proba[:, i]

@@ -1,36 +1,36 @@
 """Preprocessing: spec ops -> statistics of the training split (one Ray Data pass) -> JSON state.
 
 The state holds what Ray Data's stock preprocessors (StandardScaler, MinMaxScaler,
-OneHotEncoder, SimpleImputer) would learn when fitted in order as a `Chain`, but it is computed
-in ONE pass: each block yields partial statistics (count, nulls, mean, sum of squared
-deviations, min, max; value counts where categories are needed), the driver combines them, and
-the effect of each step on the next (imputing, then scaling the same column) is derived in closed
-form. A stock Chain runs one Ray Data execution per fitted step, re-reads and re-transforms the
-data before each fit and converts blocks to pandas for its value counts.
+OneHotEncoder, OrdinalEncoder, SimpleImputer) would learn when fitted in order as a `Chain`,
+but it is computed in ONE pass: each block yields partial statistics (count, nulls, mean, sum of
+squared deviations, min, max; value counts where categories are needed), the driver combines
+them, and the effect of each step on the next (imputing, then scaling the same column) is
+derived in closed form. A stock Chain runs one Ray Data execution per fitted step, re-reads and
+re-transforms the data before each fit and converts blocks to pandas for its value counts.
 
-What is kept is plain JSON (`state`), and one pure function, `transform_frame(state, frame)`,
-turns raw rows into the model's float32 matrix. Evaluation, `mlflow.pyfunc` and serving call it;
-`transform_arrow` is its streaming twin for Ray Data (same numbers, no pandas), so they cannot
-drift apart.
+The stateless ops (log1p, clip) are not affine, so their effect cannot be derived afterwards:
+each block applies them itself and keeps statistics at each level (raw, after the first
+stateless op, ...); that is why they must come before the scalers of their column. Imputed
+values are added back in closed form at every level. `runtime.transform` applies the state.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from runtime.errors import InputError
-from runtime.spec import Impute, MinMaxScale, OneHot, PreprocessOp, StandardScale
+from runtime.spec import Impute, MinMaxScale, PreprocessOp, StandardScale
+from runtime.transform import ENCODERS, EPSILON, STATELESS, apply_stateless, as_float64
 
 STATE_VERSION = 1
-_EPSILON = 1e-8  # Ray Data's scalers treat a smaller spread as constant (divide by 1)
+NUMERIC_ONLY = ("standard_scale", "min_max_scale", "log1p", "clip")
 
 
 def resolve_columns(selector: Any, feature_types: dict[str, str], where: str) -> list[str]:
@@ -46,32 +46,40 @@ def resolve_columns(selector: Any, feature_types: dict[str, str], where: str) ->
 
 
 def plan_steps(ops: list[PreprocessOp], feature_types: dict[str, str]) -> list[tuple[Any, list]]:
-    """Resolve each op's columns and check it fits the column types (no Ray needed)."""
+    """Resolve each op's columns and check it fits the column types and the order rules
+    (no Ray needed)."""
     steps = []
-    encoded: set[str] = set()
+    encoded: dict[str, str] = {}  # column -> the encoder op that ended it
+    scaled: dict[str, str] = {}
     for i, op in enumerate(ops):
         where = f"data.preprocess[{i}]"
         columns = resolve_columns(op.columns, feature_types, where)
-        if isinstance(op, StandardScale | MinMaxScale) or (
-            isinstance(op, Impute) and op.strategy == "mean"
-        ):
+        if op.op in NUMERIC_ONLY or (isinstance(op, Impute) and op.strategy == "mean"):
             wrong = [c for c in columns if feature_types[c] != "numeric"]
             if wrong:
                 raise InputError(f"{where}: {op.op} needs numeric columns, {wrong} are categorical")
         if isinstance(op, Impute) and op.strategy == "constant":
             _check_fill_value(op.fill_value, columns, feature_types, where)
-        # A one-hot column is a list of indicators afterwards: no later op can use it
+        # An encoded column is indicators or codes afterwards: no later op can use it
         again = [c for c in columns if c in encoded]
         if again:
-            raise InputError(f"{where}: {again} are already one-hot encoded by an earlier op")
-        if isinstance(op, OneHot):
-            encoded.update(columns)
+            raise InputError(f"{where}: {again} are already encoded by an earlier "
+                             f"{encoded[again[0]]} op")
+        if op.op in STATELESS and op.op not in ENCODERS:
+            late = [c for c in columns if c in scaled]
+            if late:
+                raise InputError(f"{where}: {op.op} on {late} comes after {scaled[late[0]]}; put "
+                                 f"log1p and clip before the scalers of a column")
+        if op.op in ENCODERS:
+            encoded.update(dict.fromkeys(columns, op.op))
+        if isinstance(op, StandardScale | MinMaxScale):
+            scaled.update(dict.fromkeys(columns, op.op))
         if columns:
             steps.append((op, columns))
     raw = [c for c, t in feature_types.items() if t == "categorical" and c not in encoded]
     if raw:
         raise InputError(f"data.preprocess: categorical features {raw} need an encoding; add "
-                         f"{{op: one_hot, columns: {raw}}}")
+                         f"{{op: one_hot, columns: {raw}}} (or ordinal, hash_bucket)")
     return steps
 
 
@@ -164,32 +172,75 @@ def _add_counts(counts: dict | None, added: dict) -> dict:
     return out
 
 
-def stat_columns(steps: list[tuple[Any, list]],
-                 feature_types: dict[str, str]) -> tuple[list[str], list[str]]:
-    """Which columns need moments (numeric ones some non-one-hot step reads) and which need
-    value counts (one-hot, most frequent imputation). Other columns are not read at all."""
-    moments: dict[str, None] = {}
-    counts: dict[str, None] = {}
+Key = tuple[str, int]  # (column, how many of its log1p/clip steps have been applied)
+
+
+@dataclass(frozen=True)
+class StatPlan:
+    """What the one pass computes per block: moments and/or value counts of each column at
+    each level where a fitted step reads it; `stateless` holds each column's log1p/clip steps
+    (their state dicts) so that a block can bring a column to a level itself."""
+
+    moments: tuple[Key, ...] = ()
+    counts: tuple[Key, ...] = ()
+    stateless: dict[str, list[dict]] = field(default_factory=dict)
+
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for c, _ in (*self.moments, *self.counts)))
+
+
+def step_params(op: PreprocessOp) -> dict:
+    """The state of a step that needs no fitting (everything comes from the spec)."""
+    if op.op == "clip":
+        return {"min": op.min, "max": op.max}
+    if op.op == "hash_bucket":
+        return {"buckets": op.buckets}
+    return {}
+
+
+def stat_plan(steps: list[tuple[Any, list]], feature_types: dict[str, str]) -> StatPlan:
+    """Moments for numeric columns read by a scaler or an imputer, value counts for columns
+    read by one_hot, ordinal or most frequent imputation, at every level they are read at.
+    Columns no fitted step reads are not read at all."""
+    stateless: dict[str, list[dict]] = {}
+    reads: dict[str, dict[int, None]] = {}
+    moments, counts = set(), set()
     for op, columns in steps:
         for c in columns:
-            if isinstance(op, OneHot) or (isinstance(op, Impute)
-                                          and op.strategy == "most_frequent"):
-                counts[c] = None
-            if not isinstance(op, OneHot) and feature_types[c] == "numeric":
-                moments[c] = None
-    return list(moments), list(counts)
+            if op.op in STATELESS:
+                if op.op not in ENCODERS:
+                    stateless.setdefault(c, []).append({"op": op.op, **step_params(op)})
+                continue
+            reads.setdefault(c, {})[len(stateless.get(c, []))] = None
+            if op.op in ("one_hot", "ordinal") or (isinstance(op, Impute)
+                                                    and op.strategy == "most_frequent"):
+                counts.add(c)
+            if op.op not in ENCODERS and feature_types[c] == "numeric":
+                moments.add(c)
+    keys = [(c, level) for c, levels in reads.items() for level in levels]
+    return StatPlan(tuple(k for k in keys if k[0] in moments),
+                    tuple(k for k in keys if k[0] in counts),
+                    {c: s for c, s in stateless.items() if c in reads})
 
 
-def partial_stats(batch: pa.Table, moments: list[str], counts: list[str]) -> pa.Table:
+def partial_stats(batch: pa.Table, plan: StatPlan) -> pa.Table:
     """One block -> one row holding its statistics as JSON (exact float repr; keeps ints, floats
     and strings apart). Use as `ds.map_batches(partial_stats, batch_format="pyarrow", ...)`."""
-    part = {"m": {c: _block_moments(batch.column(c)) for c in moments},
-            "c": {c: _block_counts(batch.column(c)) for c in counts}}
+    levels: dict[Key, np.ndarray] = {}
+
+    def values(c: str, level: int) -> np.ndarray:
+        if (c, level) not in levels:
+            x = as_float64(batch.column(c)) if level == 0 else values(c, level - 1)
+            levels[c, level] = apply_stateless(plan.stateless[c][level - 1], x) if level else x
+        return levels[c, level]
+
+    part = {"m": [[c, lv, _block_moments(values(c, lv))] for c, lv in plan.moments],
+            "c": [[c, lv, _block_counts(batch.column(c) if lv == 0 else pa.array(values(c, lv)))]
+                  for c, lv in plan.counts]}
     return pa.table({"stats": [json.dumps(part)]})
 
 
-def _block_moments(column: pa.ChunkedArray) -> list:
-    x = _as_float64(column)
+def _block_moments(x: np.ndarray) -> list:
     missing = np.isnan(x)
     if missing.any():
         x = x[~missing]
@@ -201,7 +252,7 @@ def _block_moments(column: pa.ChunkedArray) -> list:
             float(x.max())]
 
 
-def _block_counts(column: pa.ChunkedArray) -> list:
+def _block_counts(column: pa.ChunkedArray | pa.Array) -> list:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     counted = pc.value_counts(column)
@@ -215,25 +266,23 @@ def _block_counts(column: pa.ChunkedArray) -> list:
     return [nulls, pairs]
 
 
-def _as_float64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A numeric Arrow column as float64 with NaN for nulls (what pandas sees)."""
-    if column.type != pa.float64():
-        column = pc.cast(column, pa.float64())
-    return column.to_numpy(zero_copy_only=False)
-
-
-def combine_partials(rows: list[str], moments: list[str], counts: list[str]) -> dict:
-    """Fold the per-block JSON rows into one ColumnStats per column. Sorted first so that the
-    same blocks always give bit-identical floats, whatever order Ray returned them in."""
-    stats = {c: ColumnStats() for c in dict.fromkeys([*moments, *counts])}
+def combine_partials(rows: list[str]) -> dict[Key, ColumnStats]:
+    """Fold the per-block JSON rows into one ColumnStats per (column, level). Sorted first so
+    that the same blocks always give bit-identical floats, whatever order Ray returned them in."""
+    stats: dict[Key, ColumnStats] = {}
     for row in sorted(rows):
         part = json.loads(row)
-        for c, (n, nulls, mean, m2, lo, hi) in part["m"].items():
-            stats[c] = stats[c].merge(ColumnStats(n, nulls, mean, m2, lo, hi))
-        for c, (nulls, pairs) in part["c"].items():
+        with_moments = set()
+        for c, level, (n, nulls, mean, m2, lo, hi) in part["m"]:
+            key = (c, level)
+            with_moments.add(key)
+            block = ColumnStats(n, nulls, mean, m2, lo, hi)
+            stats[key] = stats.get(key, ColumnStats()).merge(block)
+        for c, level, (nulls, pairs) in part["c"]:
+            key = (c, level)
             block = ColumnStats(sum(rows for _, rows in pairs), nulls,
                                 counts={value: rows for value, rows in pairs})
-            stats[c] = _merge_counts(stats[c], block, c in part["m"])
+            stats[key] = _merge_counts(stats.get(key, ColumnStats()), block, key in with_moments)
     return stats
 
 
@@ -244,35 +293,50 @@ def _merge_counts(current: ColumnStats, block: ColumnStats, has_moments: bool) -
                    counts=_add_counts(current.counts, block.counts))
 
 
-def collect_stats(train_ds, moments: list[str], counts: list[str]) -> dict[str, ColumnStats]:
+def collect_stats(train_ds, plan: StatPlan) -> dict[Key, ColumnStats]:
     """One Ray Data execution over the training split: whole blocks as Arrow, a few hundred
     bytes back per block."""
-    if not moments and not counts:
+    if not plan.columns():
         return {}
-    partials = train_ds.select_columns(list(dict.fromkeys([*moments, *counts]))).map_batches(
-        partial_stats, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"moments": moments, "counts": counts})
-    return combine_partials([row["stats"] for row in partials.take_all()], moments, counts)
+    partials = train_ds.select_columns(plan.columns()).map_batches(
+        partial_stats, batch_format="pyarrow", batch_size=None, fn_kwargs={"plan": plan})
+    return combine_partials([row["stats"] for row in partials.take_all()])
 
 
 def fit_state(ops: list[PreprocessOp], train_ds, feature_types: dict[str, str]) -> dict:
     """Fit the ops on the training dataset in one Ray Data pass and return the state as JSON
     data: the same state Ray's stock preprocessors give when fitted in order as a Chain."""
     steps = plan_steps(ops, feature_types)
-    stats = collect_stats(train_ds, *stat_columns(steps, feature_types)) if steps else {}
+    stats = collect_stats(train_ds, stat_plan(steps, feature_types)) if steps else {}
     return state_from_stats(steps, feature_types, stats)
 
 
 def state_from_stats(steps: list[tuple[Any, list]], feature_types: dict[str, str],
-                     stats: dict[str, ColumnStats]) -> dict:
+                     stats: dict[Key, ColumnStats]) -> dict:
     """Replay the steps over the column statistics: each step's state comes from the stats as
-    the previous steps left them (what a Chain's sequential fits would see)."""
-    stats = dict(stats)
+    the previous steps left them (what a Chain's sequential fits would see). A fitted step
+    reading a column at a new level starts from that level's collected stats plus the values
+    imputed earlier, carried through the stateless steps in between."""
+    stateless: dict[str, list[dict]] = {}
+    current: dict[str, tuple[int, ColumnStats]] = {}
+    imputed: dict[str, list[tuple[Any, int, int]]] = {}  # (value, rows, level) per column
     out = []
     for op, columns in steps:
-        state: dict[str, Any] = {"op": op.op, "columns": columns}
+        state: dict[str, Any] = {"op": op.op, "columns": columns, **step_params(op)}
         for c in columns:
-            stats[c] = _fit_column(op, c, stats.get(c, ColumnStats()), state)
+            if op.op in STATELESS:
+                if op.op not in ENCODERS:
+                    stateless.setdefault(c, []).append(state)
+                continue
+            level = len(stateless.get(c, []))
+            if c not in current or current[c][0] != level:
+                current[c] = (level, _at_level(stats.get((c, level), ColumnStats()),
+                                               imputed.get(c, []), stateless.get(c, []), level))
+            before = current[c][1]
+            after = _fit_column(op, c, before, state)
+            current[c] = (level, after)
+            if isinstance(op, Impute) and before.nulls and state["values"][c] is not None:
+                imputed.setdefault(c, []).append((state["values"][c], before.nulls, level))
         out.append(state)
     return {
         "version": STATE_VERSION,
@@ -282,6 +346,22 @@ def state_from_stats(steps: list[tuple[Any, list]], feature_types: dict[str, str
     }
 
 
+def _at_level(cs: ColumnStats, imputed: list[tuple[Any, int, int]], stateless: list[dict],
+              level: int) -> ColumnStats:
+    """Collected stats (raw non-null values through `level` stateless steps) plus the rows an
+    earlier imputation filled, their value carried through the same steps."""
+    for value, rows, at in imputed:
+        if not isinstance(value, int | float):
+            continue
+        x = np.array([float(value)])
+        for step in stateless[at:level]:
+            x = apply_stateless(step, x)
+        v = float(x[0])
+        filled = ColumnStats(rows, 0, v, 0.0, v, v, {v: rows} if cs.counts is not None else None)
+        cs = replace(cs, nulls=cs.nulls - rows).merge(filled)
+    return cs
+
+
 def _fit_column(op: PreprocessOp, column: str, cs: ColumnStats, state: dict) -> ColumnStats:
     """Write this column's fitted values into `state`; return its stats after the step."""
     if isinstance(op, StandardScale):
@@ -289,15 +369,18 @@ def _fit_column(op: PreprocessOp, column: str, cs: ColumnStats, state: dict) -> 
         std = math.sqrt(cs.m2 / cs.n) if cs.n else None  # population std (ddof=0), as Ray's
         state.setdefault("mean", {})[column] = mean
         state.setdefault("std", {})[column] = std
-        return cs.affine(mean, None if std is None else std if std >= _EPSILON else 1.0)
+        return cs.affine(mean, None if std is None else std if std >= EPSILON else 1.0)
     if isinstance(op, MinMaxScale):
         lo, hi = (cs.lo, cs.hi) if cs.n else (None, None)
         state.setdefault("min", {})[column] = lo
         state.setdefault("max", {})[column] = hi
-        spread = None if lo is None else (hi - lo if hi - lo >= _EPSILON else 1.0)
+        spread = None if lo is None else (hi - lo if hi - lo >= EPSILON else 1.0)
         return cs.affine(lo, spread)
-    if isinstance(op, OneHot):
+    if op.op == "one_hot":
         state.setdefault("categories", {})[column] = _categories(cs, column, op.max_categories)
+        return cs
+    if op.op == "ordinal":  # nulls become -1, as unseen values do
+        state.setdefault("categories", {})[column] = sorted(cs.counts or {})
         return cs
     value = _fill_value(op, cs)
     state.setdefault("values", {})[column] = value
@@ -330,179 +413,3 @@ def _categories(cs: ColumnStats, column: str, max_categories: int | None) -> lis
     if max_categories:
         values = sorted(sorted(values, key=lambda v: -cs.counts[v])[:max_categories])
     return values
-
-
-# --- transform --------------------------------------------------------------------------------
-
-
-def output_columns(state: dict) -> list[str]:
-    """Names of the model's input columns after preprocessing, in matrix order."""
-    onehot = _onehot_categories(state)
-    names = []
-    for column in state["features"]:
-        if column in onehot:
-            names.extend(f"{column}={value}" for value in onehot[column])
-        else:
-            names.append(column)
-    return names
-
-
-def _onehot_categories(state: dict) -> dict[str, list]:
-    cats: dict[str, list] = {}
-    for step in state["steps"]:
-        if step["op"] == "one_hot":
-            cats.update(step["categories"])
-    return cats
-
-
-def transform_frame(state: dict, frame: pd.DataFrame) -> np.ndarray:
-    """Raw feature rows -> float32 matrix, exactly as at training time. Unknown categories
-    encode as all zeros; a missing feature column raises InputError naming it."""
-    missing = [c for c in state["features"] if c not in frame.columns]
-    if missing:
-        raise InputError(f"missing feature columns: {missing}")
-    columns = {c: frame[c] for c in state["features"]}
-    for step in state["steps"]:
-        for c in step["columns"]:
-            columns[c] = _apply(step, c, columns[c])
-    onehot = _onehot_categories(state)
-    blocks = []
-    for c in state["features"]:
-        if c in onehot:
-            values = columns[c].to_numpy(dtype=object)
-            blocks.append(np.stack([values == v for v in onehot[c]], axis=1)
-                          if onehot[c] else np.zeros((len(frame), 0)))
-        else:
-            blocks.append(pd.to_numeric(columns[c], errors="coerce")
-                          .to_numpy(dtype=np.float64, na_value=np.nan)[:, None])
-    if not blocks:
-        return np.zeros((len(frame), 0), dtype=np.float32)
-    return np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
-
-
-def _apply(step: dict, column: str, series: pd.Series) -> pd.Series:
-    op = step["op"]
-    if op == "impute":
-        return series.fillna(step["values"][column])
-    if op == "standard_scale":
-        mean, std = step["mean"][column], step["std"][column]
-        if mean is None or std is None:
-            return pd.Series(np.nan, index=series.index)
-        return (series.astype(np.float64) - mean) / (std if std >= _EPSILON else 1.0)
-    if op == "min_max_scale":
-        lo, hi = step["min"][column], step["max"][column]
-        if lo is None or hi is None:
-            return pd.Series(np.nan, index=series.index)
-        spread = hi - lo
-        return (series.astype(np.float64) - lo) / (spread if spread >= _EPSILON else 1.0)
-    return series  # one_hot is applied when the matrix is assembled
-
-
-class _NeedsPandas(Exception):
-    """A column the Arrow fast path does not cover: the batch goes through transform_frame."""
-
-
-def transform_arrow(batch: pa.Table, state: dict, label: str | None = None,
-                    output: str = "x") -> pa.Table:
-    """Raw Arrow rows -> a table with the float32 model matrix as tensor column `output` (and
-    `label` passed through unchanged): the same numbers as transform_frame, computed with numpy
-    on the Arrow buffers instead of through pandas. Use as
-    `ds.map_batches(transform_arrow, batch_format="pyarrow", fn_kwargs={"state": state, ...})`.
-    """
-    from ray.data.extensions import ArrowTensorArray
-
-    columns = {output: ArrowTensorArray.from_numpy(transform_matrix(state, batch))}
-    if label is not None:
-        columns[label] = batch.column(label)
-    return pa.table(columns)
-
-
-def transform_matrix(state: dict, batch: pa.Table) -> np.ndarray:
-    """Raw Arrow rows -> the float32 model matrix (transform_frame's numbers, without pandas)."""
-    missing = [c for c in state["features"] if c not in batch.column_names]
-    if missing:
-        raise InputError(f"missing feature columns: {missing}")
-    try:
-        return _matrix_arrow(state, batch)
-    except _NeedsPandas:
-        return transform_frame(state, batch.select(state["features"]).to_pandas())
-
-
-def _matrix_arrow(state: dict, batch: pa.Table) -> np.ndarray:
-    onehot = _onehot_categories(state)
-    steps: dict[str, list[dict]] = {c: [] for c in state["features"]}
-    for step in state["steps"]:
-        if step["op"] != "one_hot":
-            for c in step["columns"]:
-                steps[c].append(step)
-    width = sum(len(onehot[c]) if c in onehot else 1 for c in state["features"])
-    out = np.zeros((batch.num_rows, width), dtype=np.float32)
-    j = 0
-    for c in state["features"]:
-        column = batch.column(c)
-        if c in onehot:
-            _one_hot_into(out[:, j:j + len(onehot[c])], column, c, steps[c], onehot[c])
-            j += len(onehot[c])
-        else:
-            out[:, j] = _numeric_arrow(column, c, steps[c])  # float64 -> float32, as astype
-            j += 1
-    return out
-
-
-def _numeric_arrow(column: pa.ChunkedArray, name: str, steps: list[dict]) -> np.ndarray:
-    """transform_frame's _apply, step by step, on a float64 view of the Arrow column."""
-    if not _is_numeric(column.type):
-        raise _NeedsPandas
-    x = _as_float64(column)
-    for step in steps:
-        if step["op"] == "impute":
-            value = step["values"][name]
-            if not isinstance(value, int | float):  # pandas decides what None/text fill means
-                raise _NeedsPandas
-            missing = np.isnan(x)
-            if missing.any():
-                x = np.where(missing, float(value), x)
-            continue
-        lo, hi = ("mean", "std") if step["op"] == "standard_scale" else ("min", "max")
-        shift, spread = step[lo][name], step[hi][name]
-        if shift is None or spread is None:
-            x = np.full(len(x), np.nan)
-            continue
-        if step["op"] == "min_max_scale":
-            spread = spread - shift
-        x = (x - shift) / (spread if spread >= _EPSILON else 1.0)
-    return x
-
-
-def _one_hot_into(block: np.ndarray, column: pa.ChunkedArray, name: str, steps: list[dict],
-                  categories: list) -> None:
-    """Set the indicator of each row's category in `block` (zeros already); unknown values and
-    nulls stay all zeros, as in transform_frame."""
-    if _is_numeric(column.type):
-        x = _numeric_arrow(column, name, steps)
-        for k, value in enumerate(categories):
-            block[:, k] = x == value
-        return
-    if not _is_text(column.type) or not all(isinstance(v, str) for v in categories):
-        raise _NeedsPandas
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    for step in steps:  # only imputation reaches a text column (plan_steps checks)
-        value = step["values"][name]
-        if not isinstance(value, str):
-            raise _NeedsPandas
-        column = pc.fill_null(column, pa.scalar(value, column.type))
-    codes = pc.index_in(column, value_set=pa.array(categories, column.type))
-    codes = pc.fill_null(codes, -1).to_numpy(zero_copy_only=False)
-    rows = np.flatnonzero(codes >= 0)
-    block[rows, codes[rows]] = 1.0
-
-
-def _is_numeric(dtype: pa.DataType) -> bool:
-    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_boolean(dtype)
-
-
-def _is_text(dtype: pa.DataType) -> bool:
-    if pa.types.is_dictionary(dtype):
-        dtype = dtype.value_type
-    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)

@@ -136,8 +136,49 @@ class Impute(_Section):
         return self
 
 
+class Ordinal(_Section):
+    """Each category -> its index among the training split's sorted categories (one model
+    input per column); unseen categories and nulls -> -1."""
+
+    op: Literal["ordinal"]
+    columns: ColumnSelector = "categorical"
+
+
+class HashBucket(_Section):
+    """Each value -> one of `buckets` indicator columns by a stable hash of its text: nothing
+    to fit, and unseen categories still land in a bucket. Nulls -> all zeros."""
+
+    op: Literal["hash_bucket"]
+    columns: ColumnSelector = "categorical"
+    buckets: int = Field(16, ge=2, le=1_000_000)
+
+
+class Log1p(_Section):
+    """sign(x) * log(1 + |x|): log1p for x >= 0, and defined (odd) below, so no input turns
+    into NaN at serving time."""
+
+    op: Literal["log1p"]
+    columns: ColumnSelector = "numeric"
+
+
+class Clip(_Section):
+    op: Literal["clip"]
+    columns: ColumnSelector = "numeric"
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Clip:
+        if self.min is None and self.max is None:
+            raise ValueError("clip needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"clip min {self.min} is above max {self.max}")
+        return self
+
+
 PreprocessOp = Annotated[
-    StandardScale | MinMaxScale | OneHot | Impute, Field(discriminator="op")
+    StandardScale | MinMaxScale | OneHot | Impute | Ordinal | HashBucket | Log1p | Clip,
+    Field(discriminator="op"),
 ]
 
 
@@ -229,6 +270,9 @@ class Train(_Section):
     max_failures: int = Field(0, ge=-1, description="-1 retries forever")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     seed: int = 0
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="pack: workers on as few nodes as possible (fast collectives); "
+                            "spread: one per node where possible (fault isolation)")
 
 
 # --- tune -------------------------------------------------------------------------------------
@@ -249,12 +293,15 @@ class Search(_Section):
 
 
 Domain = dict[Literal["uniform", "loguniform", "randint", "choice", "grid"], Any]
+# What the training loop reports each epoch (val_* need a validation split).
+TUNE_METRICS = {"classification": ("val_accuracy", "val_loss", "train_loss", "train_accuracy"),
+                "regression": ("val_loss", "val_rmse", "train_loss")}
 
 
 class Tune(_Section):
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
-    samples: int = Field(8, ge=1)
+    samples: int = Field(8, ge=1, description="trials to sample (grid search: each point once)")
     concurrent: int = Field(2, ge=1)
     time_budget_s: float | None = Field(None, gt=0)
     scheduler: Annotated[Asha | Fifo, Field(discriminator="kind")] = Fifo(kind="fifo")
@@ -277,9 +324,66 @@ class Tune(_Section):
                                      f"got {bounds!r}")
                 if kind == "loguniform" and bounds[0] <= 0:
                     raise ValueError(f"{path}: loguniform needs low > 0, got {bounds[0]}")
+                if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+                    raise ValueError(f"{path}: randint needs integer bounds, got {bounds!r}")
             elif not (isinstance(bounds, list) and bounds):
                 raise ValueError(f"{path}: {kind} needs a non-empty list, got {bounds!r}")
         return space
+
+    @model_validator(mode="after")
+    def _search_fits_space(self) -> Tune:
+        kinds = {path: next(iter(domain)) for path, domain in self.space.items()}
+        if self.search.kind == "grid":
+            sampled = [p for p, k in kinds.items() if k not in ("grid", "choice")]
+            if sampled:
+                raise _FieldError(("search", "kind"),
+                                  f"grid search needs grid or choice domains; "
+                                  f"{', '.join(sampled)} are sampled")
+        if self.search.kind == "optuna":
+            gridded = [p for p, k in kinds.items() if k == "grid"]
+            if gridded:
+                raise _FieldError(("search", "kind"),
+                                  f"optuna cannot search grid domains ({', '.join(gridded)}); "
+                                  "use choice")
+        return self
+
+
+def _domain_probes(kind: str, bounds: list) -> list:
+    """Values that stand for everything a domain can produce: both ends (randint's high is
+    exclusive), a non-integral point for continuous domains, every listed value."""
+    if kind == "randint":
+        return [bounds[0], bounds[1] - 1]
+    if kind in ("uniform", "loguniform"):
+        return [bounds[0], bounds[1], bounds[0] + 0.371 * (bounds[1] - bounds[0])]
+    return list(bounds)
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of plain spec data with the field at dotted `path` set to `value`."""
+    raw = json.loads(json.dumps(raw))
+    node = raw
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return raw
+
+
+def _space_value_problem(spec: JobSpec, path: str, domain: Domain) -> str | None:
+    """Validate the spec with each probe value of the domain at `path`: a value of the wrong
+    type or out of the field's range fails here, before Ray starts, not in a trial."""
+    (kind, bounds), = domain.items()
+    base = spec.model_dump(mode="json", exclude={"tune"})
+    for value in _domain_probes(kind, bounds):
+        raw = set_path(base, path, value)
+        try:
+            JobSpec.model_validate(raw)
+        except ValidationError as e:
+            problem = _format_errors(e, raw)[0]
+            hint = ("; this field takes integers: use randint or choice"
+                    if kind in ("uniform", "loguniform") and "integer" in problem else "")
+            return f"{kind} value {value!r} does not fit: {problem}{hint}"
+    return None
 
 
 # --- evaluate, register, serve ----------------------------------------------------------------
@@ -344,6 +448,65 @@ class Serve(_Section):
     canary: Canary | None = None
 
 
+# --- where the job runs: Ray runtime env and cluster shape -----------------------------------
+
+
+class RuntimeEnv(_Section):
+    """What `mlrt submit` adds to the Ray job's runtime_env (the working dir is always sent)."""
+
+    pip: list[str] = Field([], description="extra pip requirements installed for the job")
+    env_vars: dict[str, str] = Field({}, description="environment variables of the job")
+    excludes: list[str] = Field([], description="more working-dir paths (gitignore syntax) "
+                                                "not to upload")
+    shared_storage: bool = Field(
+        False, description="`storage` is a local path every node mounts (NFS): allowed on a "
+                           "multi-node cluster")
+
+
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
+class HeadGroup(_Section):
+    cpus: float = Field(2, gt=0)
+    memory: str = Field("8Gi", pattern=_K8S_QUANTITY)
+
+
+class WorkerGroup(_Section):
+    name: str = Field(pattern=_K8S_NAME, max_length=40)
+    cpus: float = Field(4, gt=0)
+    memory: str = Field("16Gi", pattern=_K8S_QUANTITY)
+    gpus: int = Field(0, ge=0)
+    min_replicas: int = Field(0, ge=0)
+    max_replicas: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkerGroup:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas "
+                             f"({self.max_replicas})")
+        return self
+
+
+class ClusterShape(_Section):
+    """The Ray cluster a rendered KubeRay RayJob / RayService creates."""
+
+    image: str = Field("mlrt:0.1.0", min_length=1,
+                       description="image with Ray and mlrt installed (cluster/Dockerfile)")
+    head: HeadGroup = HeadGroup()
+    workers: list[WorkerGroup] = Field(
+        [WorkerGroup(name="cpu", cpus=4, min_replicas=1, max_replicas=4)], min_length=1)
+
+    @field_validator("workers")
+    @classmethod
+    def _unique_names(cls, groups: list[WorkerGroup]) -> list[WorkerGroup]:
+        names = [g.name for g in groups]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"worker group names must be unique, repeated: {dupes}")
+        return groups
+
+
 # `register` is the spec's section name; pydantic warns that it shadows ABCMeta.register, which
 # nothing here uses on a spec instance.
 warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
@@ -361,6 +524,8 @@ class JobSpec(_Section):
     evaluate: Evaluate = Evaluate()
     register: Register = Register()
     serve: Serve = Serve()
+    runtime: RuntimeEnv = RuntimeEnv()
+    cluster: ClusterShape | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -384,19 +549,39 @@ class JobSpec(_Section):
                 raise _FieldError(("data", "source", "classes"),
                                   f"task is {self.task}: use classes "
                                   f"{'0' if wants == 0 else '>= 2'}")
+        if (self.cluster is not None and self.train.use_gpu
+                and not any(g.gpus for g in self.cluster.workers)):
+            raise _FieldError(("cluster", "workers"),
+                              "train.use_gpu is true but no worker group has gpus")
         if self.tune is not None:
-            for path in self.tune.space:
-                problem = _field_problem(self, path.split("."))
-                if problem:
-                    raise _FieldError(("tune", "space", path), problem)
+            self._check_tune(self.tune)
         return self
+
+    def _check_tune(self, tune: Tune) -> None:
+        if isinstance(self.model, SklearnModel):
+            raise _FieldError(("tune",), "tuning needs a torch model (torch_mlp or a python "
+                                         "builder returning a torch.nn.Module)")
+        metrics = TUNE_METRICS[self.task]
+        if tune.metric not in metrics:
+            raise _FieldError(("tune", "metric"), f"'{tune.metric}' is not reported by "
+                                                  f"training; choose from {', '.join(metrics)}")
+        if tune.metric.startswith("val_") and self.data.split.validation == 0:
+            raise _FieldError(("tune", "metric"), f"'{tune.metric}' needs a validation split "
+                                                  "(data.split.validation > 0)")
+        for path, domain in tune.space.items():
+            problem = (_field_problem(self, path.split("."))
+                       or _space_value_problem(self, path, domain))
+            if problem:
+                raise _FieldError(("tune", "space", path), problem)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return tuple(self.evaluate.metrics or task_metrics(self.task))
 
     def spec_hash(self) -> str:
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """What is trained, not where: `runtime` and `cluster` do not change the hash."""
+        canon = json.dumps(self.model_dump(mode="json", exclude={"runtime", "cluster"}),
+                           sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 

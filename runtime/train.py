@@ -1,5 +1,9 @@
 """Train stage: Ray Train's TorchTrainer for torch models, a Ray task for scikit-learn ones.
 
+One training loop (`run_loop`) serves two callers: Ray Train workers (`train_loop`, data shards
+and DDP) and single-worker Tune trials (`trial_loop`, in the trial's own process: a trial does
+not pay ~15 s for a worker group). They differ only in a small session object.
+
 The torch loop reads its shard of the train/validation datasets (Ray Data, streamed), reports
 metrics every epoch, writes a checkpoint every `train.checkpoint_every` epochs (and at the end),
 and on restart after a failure (`train.max_failures`) resumes from the last checkpoint.
@@ -18,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from runtime.errors import TrainingError
-from runtime.preprocess import transform_frame, transform_matrix
 from runtime.scan import to_frame
 from runtime.spec import ModelSpec, Train
+from runtime.transform import transform_frame, transform_matrix
 
 PROGRESS_FILE = "progress.json"
 
@@ -60,34 +64,128 @@ def training_datasets(table, state: dict) -> dict:
     return datasets
 
 
-# --- the torch training loop (runs on each Ray Train worker) ---------------------------------
+# --- the torch training loop: one loop, run by a Ray Train worker or in a Tune trial ----------
+
+
+class _TrainSession:
+    """The loop's view of Ray Train: this worker's dataset shards, DDP, reports to the Train
+    controller (which syncs checkpoints to storage and restarts workers from them)."""
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def device(self):
+        from ray.train.torch import get_device
+
+        return get_device()
+
+    def prepare(self, model):
+        from ray.train.torch import prepare_model
+
+        return prepare_model(model)
+
+    def shard(self, name: str):
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
+    def arrays(self, name: str):
+        return None  # workers stream their shards
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+
+class _TuneSession:
+    """The loop's view of a Tune function trial with one worker: no worker group, no process
+    group; the whole datasets are this trial's data (Ray Datasets, or for small data the
+    model-ready arrays, read once by the driver: no Ray Data pipeline starts per trial);
+    reports go to Tune."""
+
+    rank, world = 0, 1
+
+    def __init__(self, datasets: dict):
+        self.datasets = datasets
+
+    def arrays(self, name: str):
+        data = self.datasets.get(name)
+        if not isinstance(data, dict):
+            return None
+        import torch
+
+        return torch.from_numpy(data["x"].copy()), torch.from_numpy(data["y"].copy())
+
+    def device(self):
+        import torch
+
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def prepare(self, model):
+        return model
+
+    def shard(self, name: str):
+        data = self.datasets[name]
+        return None if isinstance(data, dict) else data.iterator()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        import ray.tune
+
+        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        import ray.tune
+
+        return ray.tune.get_checkpoint()
 
 
 def train_loop(config: dict) -> None:
-    import ray.train
+    """Entry point of each Ray Train worker (TorchTrainer's train_loop_per_worker)."""
+    run_loop(config, _TrainSession())
+
+
+def trial_loop(config: dict, datasets: dict) -> None:
+    """Entry point of a single-worker Tune trial: the same loop, in the trial's own process."""
+    run_loop(config, _TuneSession(datasets))
+
+
+def run_loop(config: dict, session) -> None:
     import torch
     import torch.distributed as dist
-    from ray.train.torch import get_device, prepare_model
 
     from runtime.models import build_model
 
     spec: Train = config["train"]
     classification = config["classes"] is not None
     torch.manual_seed(spec.seed)
-    device = get_device()
+    device = session.device()
     model = build_model(config["model"], config["n_in"], config["n_out"]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    start, history, restarts = _restore(model, optimizer)
-    model = prepare_model(model)
+    start, history, restarts = _restore(session.checkpoint(), model, optimizer)
+    model = session.prepare(model)
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("validation") if config["has_validation"] else None
+    rank, world = session.rank, session.world
+    train_shard = session.shard("train")
+    val_shard = session.shard("validation") if config["has_validation"] else None
     y_dtype = torch.int64 if classification else torch.float32
     dtypes = {"x": torch.float32, "y": y_dtype}
 
-    cached: dict[str, list] = {}
+    cached: dict[str, tuple] = {}
+    for name in ("train", "validation") if config["has_validation"] else ("train",):
+        preloaded = session.arrays(name)
+        if preloaded is not None:
+            cached[name] = tuple(t.to(device) for t in preloaded)
     shuffle = torch.Generator().manual_seed(spec.seed + rank)
 
     def batches(name: str, shard, train: bool):
@@ -136,7 +234,7 @@ def train_loop(config: dict) -> None:
         metrics = {"epoch": epoch + 1, "train_loss": train_loss}
         if classification:
             metrics["train_accuracy"] = train_acc
-        if val_shard is not None:
+        if config["has_validation"]:
             val_loss, val_acc, _ = run_epoch("validation", val_shard, train=False)
             metrics["val_loss"] = val_loss
             if classification:
@@ -145,7 +243,7 @@ def train_loop(config: dict) -> None:
                 metrics["val_rmse"] = float(np.sqrt(val_loss))
         history.append(metrics)
         last = epoch + 1 == spec.epochs
-        if rank == 0:
+        if rank == 0 and not config.get("quiet"):
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch")
             print(f"epoch {epoch + 1}/{spec.epochs} {shown}", flush=True)
         if (epoch + 1) % spec.checkpoint_every == 0 or last:
@@ -153,10 +251,10 @@ def train_loop(config: dict) -> None:
                 checkpoint = None
                 if rank == 0:
                     _save(Path(tmp), model, optimizer, epoch + 1, history, restarts)
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=checkpoint)
+                    checkpoint = tmp
+                session.report(metrics, checkpoint)
         else:
-            ray.train.report(metrics)
+            session.report(metrics, None)
 
 
 def _save(directory: Path, model, optimizer, epochs_done: int, history: list, restarts: int):
@@ -171,13 +269,11 @@ def _save(directory: Path, model, optimizer, epochs_done: int, history: list, re
     (directory / PROGRESS_FILE).write_text(json.dumps(progress))
 
 
-def _restore(model, optimizer) -> tuple[int, list, int]:
-    """Resume from the last checkpoint after a worker failure; (0, [], 0) on a fresh start."""
-    import ray.train
+def _restore(checkpoint, model, optimizer) -> tuple[int, list, int]:
+    """Resume from the last checkpoint after a failure; (0, [], 0) on a fresh start."""
     import torch
     from safetensors.torch import load_file
 
-    checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0, [], 0
     with checkpoint.as_directory() as d:
@@ -192,33 +288,48 @@ def _restore(model, optimizer) -> tuple[int, list, int]:
 # --- entry points (driver side) --------------------------------------------------------------
 
 
-def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
-                classes: list | None, storage_path: str, run_name: str,
-                cache_shards: bool = False) -> TrainOutput:
+def loop_config(spec: Train, model_spec: ModelSpec, n_in: int, classes: list | None,
+                has_validation: bool, cache_shards: bool) -> dict:
+    """What the training loop needs besides its data (the same for Train and Tune)."""
+    return {"train": spec, "model": model_spec, "n_in": n_in,
+            "n_out": len(classes) if classes is not None else 1, "classes": classes,
+            "has_validation": has_validation, "cache_shards": cache_shards}
+
+
+def torch_trainer(config: dict, datasets: dict, storage_path: str, run_name: str,
+                  callbacks: list | None = None):
+    """A TorchTrainer running `train_loop` on `train.workers` workers (used for plain training
+    and for each multi-worker Tune trial)."""
     import ray.train
     from ray.train.torch import TorchTrainer
-    from safetensors.torch import load_file
 
-    from runtime.models import build_model
-
-    n_out = len(classes) if classes is not None else 1
-    trainer = TorchTrainer(
+    spec: Train = config["train"]
+    return TorchTrainer(
         train_loop,
-        train_loop_config={"train": spec, "model": model_spec, "n_in": n_in, "n_out": n_out,
-                           "classes": classes, "has_validation": "validation" in datasets,
-                           "cache_shards": cache_shards},
+        train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.workers, use_gpu=spec.use_gpu,
             resources_per_worker={"CPU": spec.cpus_per_worker},
+            placement_strategy=spec.placement.upper(),  # PACK | SPREAD (soft: best effort)
         ),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks,
         ),
         datasets=datasets,
     )
+
+
+def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
+                classes: list | None, storage_path: str, run_name: str,
+                cache_shards: bool = False) -> TrainOutput:
+    import ray.train
+
+    config = loop_config(spec, model_spec, n_in, classes, "validation" in datasets, cache_shards)
+    trainer = torch_trainer(config, datasets, storage_path, run_name)
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
@@ -227,9 +338,18 @@ def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
     if result.checkpoint is None:
         raise TrainingError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
-        model = build_model(model_spec, n_in, n_out)
-        model.load_state_dict(load_file(Path(d) / "model.safetensors"))
-        progress = json.loads((Path(d) / PROGRESS_FILE).read_text())
+        return load_output(Path(d), model_spec, n_in, config["n_out"])
+
+
+def load_output(directory: Path, model_spec: ModelSpec, n_in: int, n_out: int) -> TrainOutput:
+    """The trained model and its history from a checkpoint directory (safetensors weights)."""
+    from safetensors.torch import load_file
+
+    from runtime.models import build_model
+
+    model = build_model(model_spec, n_in, n_out)
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    progress = json.loads((directory / PROGRESS_FILE).read_text())
     model.eval()
     return TrainOutput(model=model, history=progress["history"], restarts=progress["restarts"])
 
@@ -241,7 +361,7 @@ def train_sklearn(model_spec: ModelSpec, table, state: dict, n_out: int,
     import ray
 
     from runtime.models import build_model
-    from runtime.preprocess import output_columns
+    from runtime.transform import output_columns
 
     estimator = build_model(model_spec, len(output_columns(state)), n_out)
     fit = ray.remote(num_cpus=cpus, max_retries=0)(_fit_estimator)

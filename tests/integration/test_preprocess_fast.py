@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runtime.preprocess import fit_state, plan_steps, transform_arrow, transform_frame
+from runtime.preprocess import fit_state, plan_steps
 from runtime.spec import Data, Impute, MinMaxScale, OneHot, StandardScale
+from runtime.transform import transform_arrow, transform_frame
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,7 @@ def stock_state(ops: list, ds, feature_types: dict[str, str]) -> dict:
         Chain,
         MinMaxScaler,
         OneHotEncoder,
+        OrdinalEncoder,
         SimpleImputer,
         StandardScaler,
     )
@@ -77,6 +79,8 @@ def stock_state(ops: list, ds, feature_types: dict[str, str]) -> dict:
         elif isinstance(op, OneHot):
             fitted.append(OneHotEncoder(columns=columns, max_categories={
                 c: op.max_categories for c in columns} if op.max_categories else None))
+        elif op.op == "ordinal":
+            fitted.append(OrdinalEncoder(columns=columns))
         else:
             fitted.append(SimpleImputer(columns=columns, strategy=op.strategy,
                                         fill_value=op.fill_value))
@@ -94,7 +98,7 @@ def _stock_step(op, columns: list[str], stats: dict) -> dict:
     elif isinstance(op, MinMaxScale):
         state["min"] = {c: float(stats[f"min({c})"]) for c in columns}
         state["max"] = {c: float(stats[f"max({c})"]) for c in columns}
-    elif isinstance(op, OneHot):
+    elif op.op in ("one_hot", "ordinal"):
         state["categories"] = {c: _stock_categories(stats[f"unique_values({c})"])
                                for c in columns}
     elif isinstance(op, Impute) and op.strategy == "constant":
@@ -145,6 +149,15 @@ def test_one_pass_state_equals_the_stock_chain(ray_session):
     size = next(s for s in ours["steps"] if s["columns"] == ["size"])
     assert size["categories"] == {"size": ["l", "m", "s"]}  # top 3 by count, then sorted
     assert ours["steps"][2]["values"] == {"color": "red"}
+
+
+def test_ordinal_categories_equal_the_stock_ordinal_encoder(ray_session):
+    ops = _ops([{"op": "impute", "columns": ["color"], "strategy": "most_frequent"},
+                {"op": "ordinal", "columns": ["size", "color"]}])
+    features = _frame(1200, seed=4).drop(columns="id")
+    ours = fit_state(ops, _blocks(features), TYPES)
+    _assert_same_state(ours, stock_state(ops, _blocks(features), TYPES))
+    assert ours["steps"][1]["categories"]["size"] == ["l", "m", "s", "xl", "xs", "xxl"]
 
 
 def test_one_pass_state_from_parquet_blocks(ray_session, tmp_path):

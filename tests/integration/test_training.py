@@ -90,8 +90,9 @@ def test_ray_preprocessor_state_matches_the_shared_transform(ray_session):
     import ray.data
     from ray.data.preprocessors import Chain, MinMaxScaler, OneHotEncoder, StandardScaler
 
-    from runtime.preprocess import fit_state, transform_frame
+    from runtime.preprocess import fit_state
     from runtime.spec import Data
+    from runtime.transform import transform_frame
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(5, 2, 300), "b": rng.uniform(-1, 3, 300),

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from runtime.errors import InputError
-from runtime.preprocess import output_columns, plan_steps, transform_frame
+from runtime.preprocess import plan_steps
 from runtime.spec import Data
+from runtime.transform import output_columns, transform_frame
 
 TYPES = {"size": "numeric", "weight": "numeric", "color": "categorical"}
 
@@ -72,15 +73,15 @@ def _one_pass(frame: pd.DataFrame, ops: list, types: dict, blocks: int = 3) -> d
     """fit_state without Ray: partial_stats per block, combined on the 'driver'."""
     import pyarrow as pa
 
-    from runtime.preprocess import combine_partials, partial_stats, stat_columns, state_from_stats
+    from runtime.preprocess import combine_partials, partial_stats, stat_plan, state_from_stats
 
     steps = plan_steps(ops, types)
-    moments, counts = stat_columns(steps, types)
+    plan = stat_plan(steps, types)
     edges = np.linspace(0, len(frame), blocks + 1).astype(int)
     rows = [partial_stats(pa.Table.from_pandas(frame.iloc[lo:hi], preserve_index=False),
-                          moments, counts).column("stats")[0].as_py()
+                          plan).column("stats")[0].as_py()
             for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    return state_from_stats(steps, types, combine_partials(rows, moments, counts))
+    return state_from_stats(steps, types, combine_partials(rows))
 
 
 def test_one_pass_state_equals_fitting_the_steps_in_order():
@@ -137,7 +138,7 @@ def test_one_pass_refuses_what_the_stock_preprocessors_cannot_fit():
     with pytest.raises(InputError, match=r"fill_value 'x' does not fit the numeric columns"):
         plan_steps(_ops({"op": "impute", "strategy": "constant", "fill_value": "x"},
                         {"op": "one_hot"}), TYPES)
-    with pytest.raises(InputError, match=r"\['color'\] are already one-hot encoded"):
+    with pytest.raises(InputError, match=r"\['color'\] are already encoded by an earlier one_hot"):
         plan_steps(_ops({"op": "one_hot"}, {"op": "impute", "columns": ["color"],
                                             "strategy": "most_frequent"}), TYPES)
 
@@ -155,7 +156,7 @@ def test_all_null_column_scales_to_nan_like_the_stock_scaler():
 def _arrow_x(state: dict, frame: pd.DataFrame) -> np.ndarray:
     import pyarrow as pa
 
-    from runtime.preprocess import transform_arrow
+    from runtime.transform import transform_arrow
 
     out = transform_arrow(pa.Table.from_pandas(frame, preserve_index=False), state, label="y")
     assert out.column("y").to_pylist() == frame["y"].tolist()
@@ -180,3 +181,102 @@ def test_arrow_transform_one_hot_of_a_numeric_column_and_the_pandas_fallback():
     # a text column where the state expects numbers: transform_frame decides (NaN)
     frame["size"] = ["1.5", "x", None]
     np.testing.assert_array_equal(_arrow_x(state, frame), transform_frame(state, frame))
+
+
+# --- log1p, clip, ordinal, hash_bucket --------------------------------------------------------
+
+
+def _signed_log1p(x):
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def test_stateless_steps_feed_the_statistics_of_later_steps():
+    """impute -> clip -> log1p -> standard_scale: the scaler is fitted on the values the
+    earlier steps produce (imputed rows included), computed in one pass over 4 blocks."""
+    rng = np.random.default_rng(5)
+    size = rng.lognormal(2, 1, 800)
+    size[rng.random(800) < 0.2] = np.nan
+    frame = pd.DataFrame({"size": size, "weight": rng.normal(0, 50, 800),
+                          "color": rng.choice(["red", "blue"], 800)})
+    ops = _ops({"op": "impute", "columns": ["size"]},
+               {"op": "clip", "columns": ["size"], "min": 2.0, "max": 40.0},
+               {"op": "log1p", "columns": ["size", "weight"]},
+               {"op": "impute", "columns": ["weight"]},
+               {"op": "standard_scale"}, {"op": "ordinal"})
+    state = _one_pass(frame, ops, TYPES, blocks=4)
+
+    filled = frame["size"].fillna(frame["size"].mean())
+    logged = _signed_log1p(filled.clip(2.0, 40.0))
+    weight = _signed_log1p(frame["weight"])
+    scale = state["steps"][4]
+    assert scale["mean"]["size"] == pytest.approx(logged.mean(), rel=1e-12)
+    assert scale["std"]["size"] == pytest.approx(logged.std(ddof=0), rel=1e-12)
+    assert scale["mean"]["weight"] == pytest.approx(weight.mean(), rel=1e-12)
+    assert state["steps"][1] == {"op": "clip", "columns": ["size"], "min": 2.0, "max": 40.0}
+    assert state["steps"][5]["categories"] == {"color": ["blue", "red"]}
+
+    # and the transform does the same arithmetic
+    x = transform_frame(state, frame)
+    np.testing.assert_allclose(x[:, 0], (logged - logged.mean()) / logged.std(ddof=0),
+                               rtol=1e-5)
+    assert set(np.unique(x[:, 2])) == {0.0, 1.0}
+
+
+def test_ordinal_and_hash_bucket_encode_unseen_and_missing_values():
+    state = {"version": 1, "features": ["color", "city"],
+             "feature_types": {"color": "categorical", "city": "categorical"},
+             "steps": [{"op": "ordinal", "columns": ["color"],
+                        "categories": {"color": ["blue", "red"]}},
+                       {"op": "hash_bucket", "columns": ["city"], "buckets": 4}]}
+    assert output_columns(state) == ["color", "city#0", "city#1", "city#2", "city#3"]
+    frame = pd.DataFrame({"color": ["red", "blue", "mauve", None],
+                          "city": ["Oslo", "Lima", "Oslo", None]})
+    x = transform_frame(state, frame)
+    np.testing.assert_array_equal(x[:, 0], [1, 0, -1, -1])
+    np.testing.assert_array_equal(x[:, 1:].sum(axis=1), [1, 1, 1, 0])  # null: no bucket
+    np.testing.assert_array_equal(x[0, 1:], x[2, 1:])  # same value, same bucket
+
+
+def test_hash_buckets_are_stable_and_spread():
+    from runtime.transform import bucket_of
+
+    # pinned: a change of hash would silently re-map every served category
+    assert [bucket_of(v, 16) for v in ("red", "Oslo", 3)] == [13, 13, 14]
+    assert bucket_of("red", 1000) == 261
+    assert bucket_of(3, 1000) == bucket_of(3.0, 1000) == bucket_of(np.int64(3), 1000)
+    assert bucket_of(None, 8) == bucket_of(float("nan"), 8) == -1
+    used = {bucket_of(f"city-{i}", 16) for i in range(200)}
+    assert len(used) == 16
+
+
+def test_new_ops_fail_clearly_in_the_wrong_place():
+    with pytest.raises(InputError, match=r"log1p on \['size'\] comes after standard_scale"):
+        plan_steps(_ops({"op": "standard_scale"}, {"op": "log1p", "columns": ["size"]},
+                        {"op": "one_hot"}), TYPES)
+    with pytest.raises(InputError, match=r"clip needs numeric columns, \['color'\]"):
+        plan_steps(_ops({"op": "clip", "columns": ["color"], "max": 1}, {"op": "one_hot"}),
+                   TYPES)
+    with pytest.raises(InputError, match=r"already encoded by an earlier hash_bucket"):
+        plan_steps(_ops({"op": "hash_bucket"}, {"op": "ordinal"}), TYPES)
+    # an ordinal or hashed categorical needs no one_hot
+    assert [op.op for op, _ in plan_steps(_ops({"op": "hash_bucket", "buckets": 8}),
+                                          TYPES)] == ["hash_bucket"]
+
+
+def test_arrow_transform_equals_transform_frame_for_every_op():
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame({"size": rng.normal(0, 5, 300), "weight": rng.integers(-3, 9, 300),
+                          "color": rng.choice(["red", "blue", "green"], 300).astype(object),
+                          "y": np.arange(300)})
+    frame.loc[::7, "size"] = np.nan
+    frame.loc[::11, "color"] = None
+    for encoder in ({"op": "ordinal"}, {"op": "hash_bucket", "buckets": 5}, {"op": "one_hot"}):
+        ops = _ops({"op": "impute", "columns": ["size"]}, {"op": "clip", "min": -4, "max": 6},
+                   {"op": "log1p", "columns": ["size"]}, {"op": "min_max_scale"},
+                   {"op": "impute", "columns": ["color"], "strategy": "constant",
+                    "fill_value": "none"}, encoder)
+        state = _one_pass(frame.drop(columns="y"), ops, TYPES)
+        np.testing.assert_array_equal(_arrow_x(state, frame), transform_frame(state, frame))
+    numeric = {"version": 1, "features": ["weight"], "feature_types": {"weight": "numeric"},
+               "steps": [{"op": "hash_bucket", "columns": ["weight"], "buckets": 7}]}
+    np.testing.assert_array_equal(_arrow_x(numeric, frame), transform_frame(numeric, frame))

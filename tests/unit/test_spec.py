@@ -67,6 +67,10 @@ BAD_SPECS = [
      "data.preprocess[0].colums: unknown field 'colums'; did you mean 'columns'?"),
     (_with(data__preprocess=[{"op": "impute", "strategy": "constant"}]),
      "data.preprocess[0]: strategy 'constant' needs fill_value"),
+    (_with(data__preprocess=[{"op": "clip", "columns": ["a"]}]),
+     "data.preprocess[0]: clip needs min, max or both"),
+    (_with(data__preprocess=[{"op": "hash_bucket", "buckets": 1}]),
+     "data.preprocess[0].buckets: must be >= 2, got 1"),
     (_with(data__checks={"max_null_fraction": 2}),
      "data.checks.max_null_fraction: must be <= 1, got 2"),
     (_with(data__features=["a", "a"]), "data.features: columns listed twice: ['a']"),
@@ -169,3 +173,13 @@ def test_json_schema_describes_sections():
     schema = json_schema()
     assert {"name", "task", "data", "model", "train"} <= set(schema["properties"])
     assert "name" in schema["required"]
+
+
+def test_the_recorded_spec_keeps_env_var_names_but_not_their_values():
+    from runtime.driver import recorded_spec
+
+    spec = parse_spec({**GOOD, "runtime": {"env_vars": {"AWS_SECRET_ACCESS_KEY": "hunter2"}}})
+    recorded = recorded_spec(spec)
+    assert recorded["runtime"]["env_vars"] == {"AWS_SECRET_ACCESS_KEY": "***"}
+    assert "hunter2" not in yaml.safe_dump(recorded)
+    assert recorded["train"] == spec.model_dump(mode="json")["train"]
