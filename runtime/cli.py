@@ -356,25 +356,58 @@ def deploy(
         shutdown_ray()
 
 
-def _render_serve(spec, output: Path | None) -> str:
+def _render_serve(job, spec_path: Path, overrides: list[str]) -> str:
     from runtime.serving import render_serve
 
-    return render_serve(spec, output)
+    return render_serve(job, None)
 
 
-# target -> renderer(spec, output path or None) -> text; more targets plug in here.
-RENDERERS = {"serve": _render_serve}
+def _render_rayjob(job, spec_path: Path, overrides: list[str]) -> str:
+    from runtime.kuberay import render_rayjob
+
+    return _manifest("RayJob: kubectl apply -f <this file>",
+                     render_rayjob(job, spec_path, overrides))
+
+
+def _render_rayservice(job, spec_path: Path, overrides: list[str]) -> str:
+    from runtime.kuberay import render_rayservice
+    from runtime.serving import serve_config
+
+    return _manifest("RayService: kubectl apply -f <this file>",
+                     render_rayservice(job, serve_config(job)))
+
+
+def _manifest(header: str, manifest: dict) -> str:
+    class Dumper(yaml.SafeDumper):
+        """Multi-line strings (the RayService's serveConfigV2) as readable `|` blocks."""
+
+    def text(dumper, value: str):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return (f"# KubeRay {header}\n# rendered by `mlrt render`; the image is the spec's "
+            f"cluster.image\n" + yaml.dump(manifest, Dumper=Dumper, sort_keys=False))
+
+
+# target -> renderer(spec, spec path, --set overrides) -> text
+RENDERERS = {"serve": _render_serve, "rayjob": _render_rayjob, "rayservice": _render_rayservice}
+NEXT_STEP = {"serve": "serve run {0}  |  serve deploy {0} --address http://HEAD:8265",
+             "rayjob": "kubectl apply -f {0}", "rayservice": "kubectl apply -f {0}"}
 
 
 @app.command()
 def render(
     spec: SpecArg,
-    target: Annotated[str, typer.Option(help=f"One of: {', '.join(RENDERERS)}.")] = "serve",
+    target: Annotated[str, typer.Option(
+        help="serve: a Ray Serve config for `serve run` / `serve deploy`; rayjob: a KubeRay "
+             "RayJob running `mlrt run SPEC`; rayservice: a KubeRay RayService serving the "
+             "spec's model.")] = "serve",
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="File to write (default: stdout).", show_default=False)] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Render a spec for another tool, e.g. a Ray Serve config for `serve deploy`/`serve run`."""
+    """Render a spec for another tool: a Serve config or KubeRay manifests (ray.io/v1)."""
     from runtime.errors import InputError
     from runtime.spec import load_spec
 
@@ -382,11 +415,17 @@ def render(
         raise InputError(f"--target: unknown target '{target}' (choose from "
                          f"{', '.join(RENDERERS)})")
     job = load_spec(spec, set_ or [])
-    text = RENDERERS[target](job, output)
+    text = RENDERERS[target](job, spec, set_ or [])
+    if target != "serve" and "://" not in job.storage and not os.environ.get(
+            "MLFLOW_TRACKING_URI"):
+        err.print(f"warning: storage '{job.storage}' is a local path: inside the pods it is "
+                  "not shared and is lost with them. Set storage to s3://... or gs://... (or "
+                  "MLFLOW_TRACKING_URI to a tracking server) before applying.", markup=False)
     if output is None:
         print(text, end="")
     else:
-        err.print(f"wrote {output} (run it: serve run {output})", markup=False)
+        output.write_text(text)
+        err.print(f"wrote {output} (next: {NEXT_STEP[target].format(output)})", markup=False)
 
 
 def main() -> None:

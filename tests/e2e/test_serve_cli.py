@@ -58,6 +58,27 @@ def test_render_writes_a_config_serve_accepts(workdir):
     assert bad.returncode == 2 and "unknown target 'helm'" in bad.stderr
 
 
+@pytest.mark.parametrize("target", ["rayjob", "rayservice"])
+def test_render_kuberay_manifests_fit_the_crd(workdir, target):
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests/unit/data/kuberay_crd_schema.json").read_text())
+    kind = {"rayjob": "RayJob", "rayservice": "RayService"}[target]
+    result = mlrt("render", "jobs/digits.yaml", "--target", target, "--set", "train.epochs=3",
+                  "-o", f"{target}.yaml", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"kubectl apply -f {target}.yaml" in result.stderr
+    assert "storage '.mlrt' is a local path" in result.stderr  # lost with the pods: say so
+    manifest = yaml.safe_load((workdir / f"{target}.yaml").read_text())
+    jsonschema.validate(manifest, {**schema, "$ref": f"#/$defs/{kind}"})
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == kind
+    if target == "rayjob":
+        assert manifest["spec"]["entrypoint"] == "mlrt run jobs/digits.yaml --set train.epochs=3"
+    else:  # the embedded Serve config is the one `--target serve` renders
+        serve = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+        assert serve["applications"][0]["route_prefix"] == "/digits"
+
+
 def test_serve_unknown_model_exits_2_before_ray(workdir):
     result = mlrt("serve", "models:/nope@champion", cwd=workdir, timeout=120)
     assert result.returncode == 2 and "no registered model 'nope'" in result.stderr
