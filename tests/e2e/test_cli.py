@@ -3,33 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from user import mlrt, user_dir  # tests/e2e/user.py
 
 from runtime import registry
 from runtime.data import load_table
 from runtime.spec import load_spec
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).parents[2]
-MLRT = str(Path(sys.executable).with_name("mlrt"))
-
-
-def mlrt(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([MLRT, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("user")
-    shutil.copytree(ROOT / "jobs", work / "jobs")
-    return work
+    return user_dir(tmp_path_factory, "user")
 
 
 def test_help_is_enough_to_start(workdir):

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
+from user import mlrt, user_dir  # tests/e2e/user.py
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).parents[2]
-MLRT = str(Path(sys.executable).with_name("mlrt"))
 URI = "models:/breast-cancer-hgb@champion"
-
-
-def mlrt(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test in this session
-    # would otherwise point the CLI at its own store
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS")}
-    return subprocess.run([MLRT, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False, env=env)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("predict")
-    shutil.copytree(ROOT / "jobs", work / "jobs")
+    work = user_dir(tmp_path_factory, "predict")
     ran = mlrt("run", "jobs/breast_cancer.yaml", cwd=work)
     assert ran.returncode == 0, ran.stderr[-3000:]
     load_breast_cancer(as_frame=True).frame.drop(columns="target").to_parquet(work / "rows.parquet")

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from user import MLRT  # tests/e2e/user.py
 
 pytestmark = pytest.mark.e2e
-MLRT = str(Path(sys.executable).with_name("mlrt"))
 OBJECT_STORE = 100 * 1024**2
 
 

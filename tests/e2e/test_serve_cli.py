@@ -4,10 +4,8 @@ it (its own local Ray), answering over HTTP and stopping cleanly on SIGTERM."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -15,26 +13,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from user import MLRT, ROOT, mlrt, user_dir  # tests/e2e/user.py
 
 from runtime.serving import free_port
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).parents[2]
-MLRT = str(Path(sys.executable).with_name("mlrt"))
 LOGREG = ["--set", "model.estimator=sklearn.linear_model.LogisticRegression",
           "--set", "model.params={max_iter: 300}"]
 
 
-def mlrt(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([MLRT, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("serve-user")
-    shutil.copytree(ROOT / "jobs", work / "jobs")
-    return work
+    return user_dir(tmp_path_factory, "serve-user")
 
 
 def test_render_writes_a_config_serve_accepts(workdir):

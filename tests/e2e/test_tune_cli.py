@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
+from user import MLRT  # tests/e2e/user.py
 
 pytestmark = pytest.mark.e2e
-MLRT = str(Path(sys.executable).with_name("mlrt"))
 SAMPLES = 6
 SPEC = {
     "name": "e2e-tune",
