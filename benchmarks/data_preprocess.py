@@ -93,6 +93,10 @@ def _start_ray(args: argparse.Namespace) -> float:
 
     import ray
 
+    from runtime.cluster import LOCAL_ENV_DEFAULTS
+
+    for key, value in LOCAL_ENV_DEFAULTS.items():  # what `mlrt run` sets on a local Ray
+        os.environ.setdefault(key, value)
     start = time.perf_counter()
     ray.init(num_cpus=args.cpus, object_store_memory=args.object_store_mb * 1024**2,
              include_dashboard=False, logging_level=logging.WARNING)

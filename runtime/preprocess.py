@@ -226,6 +226,7 @@ def stat_plan(steps: list[tuple[Any, list]], feature_types: dict[str, str]) -> S
 def partial_stats(batch: pa.Table, plan: StatPlan) -> pa.Table:
     """One block -> one row holding its statistics as JSON (exact float repr; keeps ints, floats
     and strings apart). Use as `ds.map_batches(partial_stats, batch_format="pyarrow", ...)`."""
+    batch = batch.combine_chunks()  # one contiguous buffer per column: ~2x faster below
     levels: dict[Key, np.ndarray] = {}
 
     def values(c: str, level: int) -> np.ndarray:
