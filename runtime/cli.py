@@ -344,14 +344,20 @@ def deploy(
         show_default=False)],
     set_: SetOpt = None,
     model: ModelOpt = None,
+    port: Annotated[int, typer.Option(
+        help="Serve's HTTP port on the cluster (when this starts Serve there).")] = 8000,
 ) -> None:
-    """Deploy a spec's model as a Ray Serve app onto a running Ray cluster."""
+    """Deploy a spec's model as a Ray Serve app onto a running Ray cluster.
+
+    The app serves POST {route}/predict on every node's port; check it with
+    `serve status --address URL`. With an http:// address the token (RAY_AUTH_TOKEN or
+    ~/.ray/auth_token) is sent to the dashboard."""
     from runtime import serving
     from runtime.cluster import shutdown_ray
 
     tgt = serving.target_for(str(spec), overrides=set_ or [], model_uri=model)
     try:
-        serving.deploy(tgt, address, lambda line: err.print(line, markup=False))
+        serving.deploy(tgt, address, lambda line: err.print(line, markup=False), port)
     finally:
         shutdown_ray()
 

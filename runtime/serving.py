@@ -312,32 +312,44 @@ def example_row(schema: list[dict], target: Target) -> dict:
     return {f["name"]: ("" if f["type"] == "categorical" else 0.0) for f in schema}
 
 
-def deploy(target: Target, address: str, echo: Callable[[str], None]) -> str:
+def deploy(target: Target, address: str, echo: Callable[[str], None],
+           port: int = DEFAULT_PORT) -> str:
     """`mlrt deploy`: onto a running cluster. http(s):// addresses go through the dashboard's
-    Serve REST API (`serve deploy`); others (auto, ray://, host:port) through Ray's client."""
+    Serve REST API (`serve deploy`, token passed by Ray's CLI); others (auto, ray://,
+    host:port) through Ray's client. Either way the API key (when auth is on) reaches the
+    replicas through their runtime_env, and a missing model fails before anything is sent."""
+    _check_auth_env(target)
+    check_model(target)
+    env = FAST_PATH_ENV if fast_path_enabled() else {}
     if address.startswith(("http://", "https://")):
-        config = _config(target, DEFAULT_PORT, "0.0.0.0",
-                         FAST_PATH_ENV if fast_path_enabled() else {})
+        from runtime.submit import auth_token
+
+        config = _config(target, port, "0.0.0.0", env)
+        replica_env = config["applications"][0]["deployments"][0]["ray_actor_options"]
+        replica_env.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(
+            _auth_env(target))
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(config, f, sort_keys=False)
         serve_bin = str(Path(sys.executable).with_name("serve"))  # this venv's Ray
-        result = subprocess.run([serve_bin, "deploy", f.name, "--address", address],
-                                capture_output=True, text=True, check=False)
-        Path(f.name).unlink(missing_ok=True)
+        try:
+            result = subprocess.run([serve_bin, "deploy", f.name, "--address", address],
+                                    capture_output=True, text=True, check=False,
+                                    env={**os.environ, "RAY_AUTH_MODE": "token"}
+                                    if auth_token() else None)
+        finally:
+            Path(f.name).unlink(missing_ok=True)
         if result.returncode != 0:
             raise InputError(f"serve deploy to {address} failed: {result.stderr.strip()[-2000:]}")
-        echo(f"deployed {target.model_uri} as app '{target.app_name}' at route {target.route}")
+        echo(f"deployed {target.model_uri} as app '{target.app_name}' at route {target.route} "
+             f"(port {port}); follow it: serve status --address {address}")
         return address
     from ray import serve
 
     from runtime.cluster import init_ray
     from serve_apps.predictor import bind_app
 
-    _check_auth_env(target)
-    check_model(target)
     init_ray(address)
-    env = FAST_PATH_ENV if fast_path_enabled() else {}
-    _start_serve("0.0.0.0", DEFAULT_PORT, env)
+    _start_serve("0.0.0.0", port, env)
     app = bind_app(app_args(target), replica_env={**env, **_auth_env(target)})
     serve.run(app, name=target.app_name, route_prefix=target.route, blocking=False)
     echo(f"deployed {target.model_uri} as app '{target.app_name}' at route {target.route}")

@@ -246,6 +246,41 @@ def test_mlrt_submit_runs_digits_spread_over_two_nodes(cluster, project):
     assert len({w.node_id for w in workers}) == 2, [(w.node_id, w.state) for w in workers]
 
 
+def test_mlrt_deploy_serves_the_champion_on_the_cluster(cluster, project):
+    """`mlrt deploy --address http://HEAD:8265` (the dashboard's Serve API, token only in the
+    user's env): the champion the spread job registered answers over HTTP on the cluster, with
+    the registered model's own predictions."""
+    import httpx
+    import mlflow
+    from sklearn.datasets import load_digits
+
+    from runtime.serving import wait_healthy
+
+    assert registered_versions(project / "shared"), "needs the spread job's registered model"
+    port = _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    deploy = [MLRT, "deploy", "jobs/digits.yaml", "--address", cluster.address,
+              "--port", str(port), *shared_set(project)]
+    result = subprocess.run(deploy, cwd=project, env={**base, "RAY_AUTH_TOKEN": cluster.token},
+                            capture_output=True, text=True, timeout=300, check=False)
+    try:
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert "deployed models:/digits-mlp@champion as app 'digits-mlp'" in result.stderr
+        url = f"http://127.0.0.1:{port}/digits"
+        wait_healthy(url, 180)
+        rows = load_digits(as_frame=True).frame.drop(columns="target").head(20)
+        response = httpx.post(f"{url}/predict", json={"instances": rows.values.tolist()},
+                              timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == {"name": "digits-mlp", "version": "1"}
+        registered_versions(project / "shared")  # points MLflow at the shared store
+        expected = mlflow.pyfunc.load_model("models:/digits-mlp@champion").predict(rows)
+        assert response.json()["predictions"] == expected["prediction"].tolist()
+    finally:  # free the cluster's CPUs for the jobs below
+        subprocess.run([str(BIN / "serve"), "shutdown", "--address", cluster.address, "-y"],
+                       env=cluster.env, capture_output=True, timeout=120, check=False)
+
+
 def _actor_options(class_name: str):
     return ListApiOptions(filters=[("class_name", "=", class_name)], detail=True)
 
