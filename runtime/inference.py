@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from runtime.errors import UnsafeModelError
-from runtime.transform import transform_frame
+from runtime.transform import encoders, transform_frame, transform_numeric
 
 META_FILE = "mlrt_model.json"
 STATE_FILE = "preprocess.json"
@@ -92,7 +92,17 @@ class Predictor:
 
     def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw feature rows -> (predictions, class probabilities or None)."""
+        columns = self.features
+        if not encoders(self.state) and set(columns) <= set(frame.columns) and all(
+                pd.api.types.is_numeric_dtype(frame[c].dtype) for c in columns):
+            return self.predict_rows(frame[columns].to_numpy(dtype=np.float64,
+                                                             na_value=np.nan))
         return self.predict_matrix(transform_frame(self.state, frame))
+
+    def predict_rows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw numeric rows (float64, NaN = null, columns in `features` order) ->
+        (predictions, probabilities), without pandas: online serving's fast path."""
+        return self.predict_matrix(transform_numeric(self.state, x))
 
     def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Preprocessed float32 rows (runtime.transform) -> (predictions, probabilities)."""

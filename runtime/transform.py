@@ -196,11 +196,7 @@ def transform_matrix(state: dict, batch: pa.Table) -> np.ndarray:
 
 def _matrix_arrow(state: dict, batch: pa.Table) -> np.ndarray:
     enc = encoders(state)
-    steps: dict[str, list[dict]] = {c: [] for c in state["features"]}
-    for step in state["steps"]:
-        if step["op"] not in ENCODERS:
-            for c in step["columns"]:
-                steps[c].append(step)
+    steps = _column_steps(state)
     widths = [_width(enc.get(c), c) for c in state["features"]]
     out = np.zeros((batch.num_rows, sum(widths)), dtype=np.float32)
     j = 0
@@ -218,7 +214,11 @@ def _numeric_arrow(column: pa.ChunkedArray, name: str, steps: list[dict]) -> np.
     """transform_frame's _apply, step by step, on a float64 view of the Arrow column."""
     if not _is_numeric(column.type):
         raise _NeedsPandas
-    x = as_float64(column)
+    return _numeric_steps(as_float64(column), name, steps)
+
+
+def _numeric_steps(x: np.ndarray, name: str, steps: list[dict]) -> np.ndarray:
+    """A column's non-encoder steps on its float64 values (NaN = null)."""
     for step in steps:
         if step["op"] == "impute":
             value = step["values"][name]
@@ -233,6 +233,34 @@ def _numeric_arrow(column: pa.ChunkedArray, name: str, steps: list[dict]) -> np.
             shift, spread = _affine(step, name)
             x = np.full(len(x), np.nan) if shift is None else (x - shift) / spread
     return x
+
+
+def _column_steps(state: dict) -> dict[str, list[dict]]:
+    steps: dict[str, list[dict]] = {c: [] for c in state["features"]}
+    for step in state["steps"]:
+        if step["op"] not in ENCODERS:
+            for c in step["columns"]:
+                steps[c].append(step)
+    return steps
+
+
+def transform_numeric(state: dict, x: np.ndarray) -> np.ndarray:
+    """Raw rows of numbers (float64, NaN = null, columns in `state["features"]` order) -> the
+    model matrix: transform_frame's numbers without a DataFrame or a table, for the small
+    requests of online serving, where pandas' per-column overhead is most of the cost."""
+    if x.ndim != 2 or x.shape[1] != len(state["features"]):
+        raise InputError(f"expected rows of {len(state['features'])} values, got shape "
+                         f"{x.shape}")
+    try:
+        if encoders(state):
+            raise _NeedsPandas
+        steps = _column_steps(state)
+        out = np.empty(x.shape, dtype=np.float32)
+        for j, c in enumerate(state["features"]):
+            out[:, j] = _numeric_steps(x[:, j], c, steps[c])
+        return out
+    except _NeedsPandas:
+        return transform_frame(state, pd.DataFrame(x, columns=state["features"]))
 
 
 def _encode_into(block: np.ndarray, column: pa.ChunkedArray, name: str, steps: list[dict],

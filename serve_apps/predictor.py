@@ -287,7 +287,11 @@ class ModelServer:
         tags = {"model": loaded.name, "version": loaded.version}
         self._metrics["batch"].observe(sum(len(r) for r in requests), tags=tags)
         try:
-            labels, proba = loaded.predictor.predict(_frame(loaded.features, requests))
+            if loaded.features.all_numeric:  # float64 matrices from parse_body
+                matrix = requests[0] if len(requests) == 1 else np.vstack(requests)
+                labels, proba = loaded.predictor.predict_rows(matrix)
+            else:
+                labels, proba = loaded.predictor.predict(_frame(loaded.features, requests))
         except Exception as e:  # noqa: BLE001 - returned to every request of this batch
             if len(requests) > 1:  # one bad request must not fail the others
                 return [self._run(loaded, [r])[0] for r in requests]
@@ -345,10 +349,7 @@ def _api_key(spec: Serve) -> str | None:
 
 
 def _frame(features: Features, requests: list) -> pd.DataFrame:
-    """Several requests' rows -> one frame (numeric models: one vstack of their matrices)."""
-    if features.all_numeric:
-        matrix = requests[0] if len(requests) == 1 else np.vstack(requests)
-        return pd.DataFrame(matrix, columns=list(features.names), copy=False)
+    """Several requests' rows (lists in feature order) -> one frame."""
     return pd.DataFrame([row for rows in requests for row in rows], columns=list(features.names))
 
 
