@@ -74,6 +74,17 @@ def test_serve_unknown_model_exits_2_before_ray(workdir):
     assert result.returncode == 2 and "no registered model 'nope'" in result.stderr
 
 
+def test_deploy_checks_the_model_and_the_api_key_before_contacting_the_cluster(workdir):
+    """Port 1 has no cluster: both errors must come first, exit 2, naming what is wrong."""
+    nobody = ["--address", "http://127.0.0.1:1"]
+    unknown = mlrt("deploy", "models:/nope@champion", *nobody, cwd=workdir, timeout=120)
+    assert unknown.returncode == 2 and "no registered model 'nope'" in unknown.stderr
+    no_key = mlrt("deploy", "jobs/digits.yaml", *nobody, "--set",
+                  "serve.auth.api_key_env=MLRT_TEST_UNSET_KEY", cwd=workdir, timeout=120)
+    assert no_key.returncode == 2
+    assert "serve.auth.api_key_env: set MLRT_TEST_UNSET_KEY" in no_key.stderr
+
+
 def test_serve_runs_in_the_foreground_and_stops_on_sigterm(workdir):
     trained = mlrt("run", "jobs/breast_cancer.yaml", *LOGREG, cwd=workdir)
     assert trained.returncode == 0, trained.stderr[-3000:]
