@@ -215,7 +215,7 @@ def _tune(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str, expe
 
     name = f"{spec.name}-{run_id}"
     storage = _storage_path(spec)
-    echo(f"  search stored at {storage}/{tune.TUNE_DIR}/{name}; if this driver dies, continue "
+    echo(f"  search stored at {tune.search_path(storage, name)}; if this driver dies, continue "
          f"it with: mlrt run SPEC --resume {run_id}")
     search = tune.run_search(spec, training_datasets(table, state), n_in, table.classes,
                              _cache_shards(table, n_in), storage, name, resume=resume)

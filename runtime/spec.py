@@ -573,6 +573,10 @@ class JobSpec(_Section):
                        or _space_value_problem(self, path, domain))
             if problem:
                 raise _FieldError(("tune", "space", path), problem)
+        if isinstance(tune.scheduler, Asha) and tune.scheduler.grace_period > max_epochs(self):
+            raise _FieldError(("tune", "scheduler", "grace_period"),
+                              f"{tune.scheduler.grace_period} is more than the most epochs a "
+                              f"trial runs ({max_epochs(self)})")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -583,6 +587,15 @@ class JobSpec(_Section):
         canon = json.dumps(self.model_dump(mode="json", exclude={"runtime", "cluster"}),
                            sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def max_epochs(spec: JobSpec) -> int:
+    """The most epochs a trial can run (ASHA's max_t): train.epochs, or the top of its space."""
+    domain = spec.tune.space.get("train.epochs") if spec.tune else None
+    if not domain:
+        return spec.train.epochs
+    (kind, bounds), = domain.items()
+    return int(bounds[1]) - 1 if kind == "randint" else int(max(bounds))
 
 
 def task_metrics(task: str) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from typing import Any
 from ray.tune import Callback
 
 from runtime.errors import TrainingError
-from runtime.spec import JobSpec, Tune, parse_spec, set_path
+from runtime.spec import JobSpec, Tune, max_epochs, parse_spec, set_path
 from runtime.train import TrainOutput, load_output, loop_config, torch_trainer, trial_loop
 
 TUNE_DIR = "ray_tune"
@@ -36,7 +36,7 @@ LOGGED_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "v
 TUNE_ENV_DEFAULTS = {"TUNE_GLOBAL_CHECKPOINT_S": "1",
                      # keep the driver's working dir: `python` model builders import from it
                      "RAY_CHDIR_TO_TRIAL_DIR": "0",
-                     # snapshots follow each trial checkpoint (num_to_keep=1): by design here
+                     # snapshots follow trial checkpoints (see CheckpointConfig): by design
                      "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                      # Tune's boxed progress output; mlrt prints one line per finished trial
                      "RAY_AIR_NEW_OUTPUT": "0"}
@@ -94,14 +94,6 @@ def trial_spec(base: dict[str, Any], config: dict[str, Any]) -> JobSpec:
     return parse_spec(raw, "tune trial")
 
 
-def max_epochs(spec: JobSpec) -> int:
-    domain = spec.tune.space.get("train.epochs") if spec.tune else None
-    if not domain:
-        return spec.train.epochs
-    (kind, bounds), = domain.items()
-    return int(bounds[1]) - 1 if kind == "randint" else int(max(bounds))
-
-
 # --- running trials (inside Ray) --------------------------------------------------------------
 
 
@@ -156,13 +148,19 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _tuner(spec: JobSpec, trainable, path: Path, resume: bool):
+def search_path(storage: str, name: str) -> str:
+    """Where the search lives: `storage` may be a folder or a URI (s3://...), so no pathlib."""
+    return f"{storage.rstrip('/')}/{TUNE_DIR}/{name}"
+
+
+def _tuner(spec: JobSpec, trainable, storage: str, name: str, resume: bool):
     from ray import tune as rt
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    if resume and rt.Tuner.can_restore(str(path)):
-        return rt.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+    path = search_path(storage, name)
+    if resume and rt.Tuner.can_restore(path):
+        return rt.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                                 resume_errored=True), True
     tune = spec.tune
     if tune.scheduler.kind == "asha":
@@ -193,7 +191,7 @@ def _tuner(spec: JobSpec, trainable, path: Path, resume: bool):
             trial_dirname_creator=_trial_dirname, reuse_actors=True,
         ),
         run_config=rt.RunConfig(
-            name=path.name, storage_path=str(path.parent), verbose=0,
+            name=name, storage_path=path.removesuffix(f"/{name}"), verbose=0,
             failure_config=rt.FailureConfig(max_failures=spec.train.max_failures),
             # Tune forces a snapshot of the search once a trial has made num_to_keep checkpoints
             # since the last one: a restored trial then always finds the checkpoint it names.
@@ -221,8 +219,7 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
         rt.with_parameters(_trial, base=base, loop=loop, datasets=datasets, arrays=arrays,
                            train_storage=f"{storage}/ray_train", name=name),
         _resources(base))
-    path = Path(storage) / TUNE_DIR / name
-    tuner, resumed = _tuner(spec, trainable, path, resume)
+    tuner, resumed = _tuner(spec, trainable, storage, name, resume)
     grid = tuner.fit()
     results = {_trial_id(r): r for r in grid}
     trials = [_record(r) for r in results.values()]
@@ -236,11 +233,10 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
     best = candidates[0]
     best_result = results[best.trial_id]
     best_spec = trial_spec(base, best.config)
-    n_out = len(classes) if classes is not None else 1
     with _checkpoint_of(best_result).as_directory() as d:
-        output = load_output(Path(d), best_spec.model, n_in, n_out)
+        output = load_output(Path(d), best_spec.model, n_in, loop["n_out"])
     return SearchOutcome(spec=best_spec, best=best, output=output, trials=trials,
-                         path=str(path), resumed=resumed)
+                         path=search_path(storage, name), resumed=resumed)
 
 
 def _arrays(dataset) -> dict:
@@ -273,10 +269,11 @@ def _checkpoint_of(result):
     """The trial's checkpoint: Tune's own (in-process trial) or the path its TorchTrainer
     reported (multi-worker trial)."""
     import ray.train
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
     if result.checkpoint is not None:
         return result.checkpoint
-    path = (result.metrics or {}).get("checkpoint_path")
+    path = (result.metrics or {}).get(CHECKPOINT_PATH_KEY)
     if not path:
         raise TrainingError(f"tune: the best trial {_trial_id(result)} left no checkpoint")
     return ray.train.Checkpoint(path)

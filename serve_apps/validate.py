@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,14 +122,16 @@ def _value(i: int, name: str, v: Any, features: Features) -> Any:
                               "imputation for it")
     if name in features.categorical:
         if isinstance(v, str) or (isinstance(v, _NUMBER) and not isinstance(v, bool)
-                                  and math.isfinite(v)):
+                                  and (isinstance(v, int) or math.isfinite(v))):
             return v
         raise BadRequest(422, f"instances[{i}]: feature '{name}' must be a category (string), "
                               f"got {_kind(v)}")
     if isinstance(v, bool) or not isinstance(v, _NUMBER):
         raise BadRequest(422, f"instances[{i}]: feature '{name}' must be a number, got "
                               f"{_kind(v)}")
-    if (isinstance(v, float) and not math.isfinite(v)) or abs(v) > 1e300:
+    # the same bounds as the float64 matrix of the numeric path: NaN/inf, or an int beyond it
+    if (isinstance(v, float) and not math.isfinite(v)) or (
+            isinstance(v, int) and abs(v) > sys.float_info.max):
         _bad_value(i, name, v)
     return v
 

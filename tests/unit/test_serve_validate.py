@@ -49,6 +49,16 @@ def test_bad_bodies_name_the_row_and_feature(body, status, message):
     assert e.value.status == status and message in e.value.message
 
 
+def test_huge_numbers_are_a_422_or_a_category_never_a_crash():
+    # an int beyond float range: a category for a categorical feature, not a number otherwise
+    assert parse_body(_body([1.0, 10**400]), MIXED) == [[1.0, 10**400]]
+    with pytest.raises(BadRequest, match=r"instances\[0\]: feature 'x' must be a finite number"):
+        parse_body(_body([10**400, "red"]), MIXED)
+    # a finite float is accepted the same whether or not the model has categorical features
+    assert parse_body(_body([1e301, "red"]), MIXED) == [[1e301, "red"]]
+    np.testing.assert_array_equal(parse_body(_body([1e301, 1]), NUMERIC), [[1e301, 1]])
+
+
 def test_categorical_feature_rejects_objects():
     with pytest.raises(BadRequest, match=r"instances\[0\]: feature 'color' must be a category"):
         parse_body(_body([1, {"no": 1}]), MIXED)

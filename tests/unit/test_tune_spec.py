@@ -69,6 +69,8 @@ def test_every_probe_of_a_continuous_domain_fits_or_the_spec_fails():
     ({"metric": "accuracy"}, "tune.metric: 'accuracy' is not reported by training"),
     ({"metric": "val_rmse"}, "tune.metric: 'val_rmse' is not reported by training"),
     ({"scheduler": {"kind": "hyperband"}}, "tune.scheduler"),
+    ({"scheduler": {"kind": "asha", "grace_period": 5}},  # train.epochs is 4
+     "tune.scheduler.grace_period: 5 is more than the most epochs a trial runs (4)"),
 ])
 def test_tune_settings_errors(tune, expected):
     raw = _tuned()
