@@ -53,6 +53,7 @@ class ModelFiles:
     name: str
     version: str
     files: dict[str, bytes]  # path relative to model_dir -> content
+    info: Any = None  # runtime.registry.VersionInfo: tags, run id
 
     @property
     def meta(self) -> dict:
@@ -94,28 +95,34 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["version"], match["alias"]
 
 
+def resolve_version(name: str, version: str | None, alias: str | None):
+    """The registered version (runtime.registry.VersionInfo) that a URI's parts point at now;
+    an unknown model, version or alias is a RegistryError naming it."""
+    from runtime import registry
+    from runtime.errors import RegistryError
+
+    if alias is None:
+        return registry.get_version(name, str(version))
+    info = registry.version_by_alias(name, alias)
+    if info is None:
+        registry.list_versions(name)  # names an unknown model
+        raise RegistryError(f"model '{name}' has no alias '{alias}'")
+    return info
+
+
 def fetch_model(uri: str) -> ModelFiles:
     """Resolve a model URI in the current MLflow registry and read its mlrt files."""
     import mlflow.artifacts
 
-    from runtime import registry
-    from runtime.errors import RegistryError
-
     name, version, alias = parse_model_uri(uri)
-    if alias is not None:
-        info = registry.version_by_alias(name, alias)
-        if info is None:
-            registry.list_versions(name)  # names an unknown model
-            raise RegistryError(f"model '{name}' has no alias '{alias}'")
-    else:
-        info = registry.get_version(name, str(version))
+    info = resolve_version(name, version, alias)
     with tempfile.TemporaryDirectory(prefix="mlrt-model-") as tmp:
         root = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{info.version}", dst_path=tmp))
         model_dir = _find_model_dir(root, uri)
         files = {str(p.relative_to(model_dir)): p.read_bytes()
                  for p in sorted(model_dir.rglob("*")) if p.is_file()}
-    return ModelFiles(name=name, version=info.version, files=files)
+    return ModelFiles(name=name, version=info.version, files=files, info=info)
 
 
 def _find_model_dir(root: Path, uri: str) -> Path:
@@ -240,12 +247,7 @@ class BatchPredictor:
     """The Ray Data actor: loads the model once, then predicts batch after batch."""
 
     def __init__(self, files: dict[str, bytes], keep: list[str] | None = None):
-        with tempfile.TemporaryDirectory(prefix="mlrt-model-") as tmp:
-            for name, content in files.items():
-                path = Path(tmp) / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(content)
-            self.predictor = Predictor.load(tmp)  # reads every file now: tmp can go
+        self.predictor = Predictor.from_files(files)
         self.keep = keep
 
     def __call__(self, batch):

@@ -311,7 +311,8 @@ def serve_cmd(
     target: ServeArg,
     set_: SetOpt = None,
     model: ModelOpt = None,
-    port: Annotated[int, typer.Option(help="HTTP port (0: any free port).")] = 8000,
+    port: Annotated[int, typer.Option(help="HTTP port (0: any free port).", min=0,
+                                      max=65535)] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     storage: StorageOpt = ".mlrt",
     smoke: Annotated[bool, typer.Option(
@@ -345,7 +346,8 @@ def deploy(
     set_: SetOpt = None,
     model: ModelOpt = None,
     port: Annotated[int, typer.Option(
-        help="Serve's HTTP port on the cluster (when this starts Serve there).")] = 8000,
+        help="Serve's HTTP port on the cluster (when this starts Serve there).", min=1,
+        max=65535)] = 8000,
 ) -> None:
     """Deploy a spec's model as a Ray Serve app onto a running Ray cluster.
 
@@ -365,7 +367,7 @@ def deploy(
 def _render_serve(job, spec_path: Path, overrides: list[str]) -> str:
     from runtime.serving import render_serve
 
-    return render_serve(job, None)
+    return render_serve(job)
 
 
 def _render_rayjob(job, spec_path: Path, overrides: list[str]) -> str:

@@ -82,6 +82,16 @@ class Predictor:
             model = _load_skops(directory / SKOPS_FILE)
         return cls(meta=meta, state=state, model=model)
 
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> Predictor:
+        """From a model's files held in memory (shipped to a Ray actor or replica)."""
+        with tempfile.TemporaryDirectory(prefix="mlrt-model-") as tmp:
+            for rel, content in files.items():
+                path = Path(tmp) / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+            return cls.load(tmp)  # reads every file now: tmp can go
+
     @property
     def features(self) -> list[str]:
         return self.state["features"]

@@ -42,7 +42,6 @@ from runtime.spec import JobSpec, Serve
 APP_IMPORT = "serve_apps.predictor:build_app"
 FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}
 DEFAULT_PORT = 8000
-QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 # On one machine, HAProxy's files and ports must not collide with another local Serve (tests,
 # a benchmark, a second `mlrt serve`): each local instance gets its own.
 _HAPROXY_FILES = {
@@ -88,18 +87,10 @@ def check_model(target: Target) -> str:
     """The version the URI points at now; a missing model, alias or version exits 2 here,
     before Ray starts."""
     from runtime import registry
-    from runtime.batch import parse_model_uri
-    from runtime.errors import RegistryError
+    from runtime.batch import parse_model_uri, resolve_version
 
     registry.use_store(target.storage)
-    name, version, alias = parse_model_uri(target.model_uri)
-    if alias is None:
-        return registry.get_version(name, str(version)).version
-    info = registry.version_by_alias(name, alias)
-    if info is None:
-        registry.list_versions(name)  # names an unknown model
-        raise RegistryError(f"model '{name}' has no alias '{alias}'")
-    return info.version
+    return resolve_version(*parse_model_uri(target.model_uri)).version
 
 
 def app_args(target: Target) -> dict:
@@ -109,22 +100,26 @@ def app_args(target: Target) -> dict:
             "serve": target.serve.model_dump(mode="json", exclude_none=True)}
 
 
-def serve_config(spec: JobSpec, model_uri: str | None = None, port: int = DEFAULT_PORT) -> dict:
+def serve_config(spec: JobSpec) -> dict:
     """The Serve config file (`serve deploy` / `serve run` / RayService `serveConfigV2`)."""
-    target = Target(model_uri or f"models:/{spec.name}@{spec.register.alias}", spec.serve,
-                    spec.storage, spec.name)
-    return _config(target, port, host="0.0.0.0", fast_path_env=FAST_PATH_ENV)
+    target = Target(f"models:/{spec.name}@{spec.register.alias}", spec.serve, spec.storage,
+                    spec.name)
+    return _config(target, DEFAULT_PORT, FAST_PATH_ENV)
 
 
-def _config(target: Target, port: int, host: str, fast_path_env: dict[str, str]) -> dict:
+def _config(target: Target, port: int, fast_path_env: dict[str, str],
+            secret_env: dict[str, str] | None = None) -> dict:
+    """Serve's config for one app on all interfaces; `secret_env` (the API key) goes to the
+    replicas only."""
     from serve_apps.predictor import deployment_options
 
     options = deployment_options(target.serve)
-    if fast_path_env:
-        options["ray_actor_options"]["runtime_env"] = {"env_vars": dict(fast_path_env)}
+    replica_env = {**fast_path_env, **(secret_env or {})}
+    if replica_env:
+        options["ray_actor_options"]["runtime_env"] = {"env_vars": replica_env}
     config: dict = {
         "proxy_location": "EveryNode",
-        "http_options": {"host": host, "port": port},
+        "http_options": {"host": "0.0.0.0", "port": port},
         "applications": [{
             "name": target.app_name,
             "route_prefix": target.route,
@@ -138,15 +133,12 @@ def _config(target: Target, port: int, host: str, fast_path_env: dict[str, str])
     return config
 
 
-def render_serve(spec: JobSpec, output: Path | None) -> str:
-    text = ("# Ray Serve config rendered by `mlrt render --target serve`.\n"
+def render_serve(spec: JobSpec) -> str:
+    return ("# Ray Serve config rendered by `mlrt render --target serve`.\n"
             "#   serve run <this file>   |   serve deploy <this file> --address http://HEAD:8265\n"
             "# The replicas read the MLflow registry at args.tracking_uri (or "
             "MLFLOW_TRACKING_URI).\n"
             + yaml.safe_dump(serve_config(spec), sort_keys=False))
-    if output is not None:
-        output.write_text(text)
-    return text
 
 
 def fast_path_enabled() -> bool:
@@ -176,7 +168,7 @@ def free_port() -> int:
 
 
 def start(target: Target, port: int, host: str = "127.0.0.1", address: str | None = None,
-          blocking_timeout_s: float = 180, wait: bool = True) -> str:
+          wait: bool = True) -> str:
     """Deploy the app on the current (or a new local) Ray; return its URL (once healthy, unless
     `wait` is false: several apps then start side by side)."""
     from ray import serve
@@ -195,7 +187,7 @@ def start(target: Target, port: int, host: str = "127.0.0.1", address: str | Non
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     url += target.route.rstrip("/")
     if wait:
-        wait_healthy(url, blocking_timeout_s)
+        wait_healthy(url, 180)
     return url
 
 
@@ -205,6 +197,8 @@ def _start_serve(host: str, port: int, env: dict[str, str]) -> None:
     import logging
 
     from ray import serve
+
+    from serve_apps.predictor import QUIET_LOGS
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": host, "port": port},
@@ -276,7 +270,7 @@ def run_foreground(target: Target, port: int, host: str, echo: Callable[[str], N
 def smoke_request(url: str, target: Target) -> dict:
     """One real prediction over HTTP, with the curl command that does the same."""
     meta = _get_json(f"{url}/metadata", target)
-    row = example_row(meta["input_schema"], target)
+    row = example_row(meta["input_schema"])
     body = json.dumps({"instances": [list(row.values())]})  # feature order: the short form
     headers = {"content-type": "application/json"}
     key_header = ""
@@ -299,7 +293,7 @@ def _get_json(url: str, target: Target) -> dict:
         return json.loads(r.read())
 
 
-def example_row(schema: list[dict], target: Target) -> dict:
+def example_row(schema: list[dict]) -> dict:
     """A real row when the model was trained on a bundled scikit-learn set, else zeros."""
     names = [f["name"] for f in schema]
     from sklearn import datasets
@@ -324,10 +318,7 @@ def deploy(target: Target, address: str, echo: Callable[[str], None],
     if address.startswith(("http://", "https://")):
         from runtime.submit import auth_token
 
-        config = _config(target, port, "0.0.0.0", env)
-        replica_env = config["applications"][0]["deployments"][0]["ray_actor_options"]
-        replica_env.setdefault("runtime_env", {}).setdefault("env_vars", {}).update(
-            _auth_env(target))
+        config = _config(target, port, env, _auth_env(target))
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(config, f, sort_keys=False)
         serve_bin = str(Path(sys.executable).with_name("serve"))  # this venv's Ray
@@ -343,14 +334,6 @@ def deploy(target: Target, address: str, echo: Callable[[str], None],
         echo(f"deployed {target.model_uri} as app '{target.app_name}' at route {target.route} "
              f"(port {port}); follow it: serve status --address {address}")
         return address
-    from ray import serve
-
-    from runtime.cluster import init_ray
-    from serve_apps.predictor import bind_app
-
-    init_ray(address)
-    _start_serve("0.0.0.0", port, env)
-    app = bind_app(app_args(target), replica_env={**env, **_auth_env(target)})
-    serve.run(app, name=target.app_name, route_prefix=target.route, blocking=False)
+    start(target, port, "0.0.0.0", address, wait=False)
     echo(f"deployed {target.model_uri} as app '{target.app_name}' at route {target.route}")
     return target.route

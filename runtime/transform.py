@@ -220,19 +220,22 @@ def _numeric_arrow(column: pa.ChunkedArray, name: str, steps: list[dict]) -> np.
 def _numeric_steps(x: np.ndarray, name: str, steps: list[dict]) -> np.ndarray:
     """A column's non-encoder steps on its float64 values (NaN = null)."""
     for step in steps:
-        if step["op"] == "impute":
-            value = step["values"][name]
-            if not isinstance(value, int | float):  # pandas decides what None/text fill means
-                raise _NeedsPandas
-            missing = np.isnan(x)
-            if missing.any():
-                x = np.where(missing, float(value), x)
-        elif step["op"] in STATELESS:
-            x = apply_stateless(step, x)
-        else:
-            shift, spread = _affine(step, name)
-            x = np.full(len(x), np.nan) if shift is None else (x - shift) / spread
+        x = _numeric_step(step, [name], x[:, None])[:, 0]
     return x
+
+
+def _numeric_step(step: dict, names: list[str], x: np.ndarray) -> np.ndarray:
+    """One non-encoder step on float64 columns `names` (x: rows x len(names), NaN = null)."""
+    if step["op"] == "impute":
+        values = [step["values"][c] for c in names]
+        if not all(isinstance(v, int | float) for v in values):
+            raise _NeedsPandas  # pandas decides what None/text fill means
+        return np.where(np.isnan(x), np.array(values, dtype=np.float64), x)
+    if step["op"] in STATELESS:
+        return apply_stateless(step, x)
+    shifts, spreads = zip(*(_affine(step, c) for c in names), strict=True)
+    shift = np.array([np.nan if v is None else v for v in shifts], dtype=np.float64)
+    return (x - shift) / np.array(spreads, dtype=np.float64)  # unfitted column: NaN
 
 
 def _column_steps(state: dict) -> dict[str, list[dict]]:
@@ -254,11 +257,13 @@ def transform_numeric(state: dict, x: np.ndarray) -> np.ndarray:
     try:
         if encoders(state):
             raise _NeedsPandas
-        steps = _column_steps(state)
-        out = np.empty(x.shape, dtype=np.float32)
-        for j, c in enumerate(state["features"]):
-            out[:, j] = _numeric_steps(x[:, j], c, steps[c])
-        return out
+        position = {c: j for j, c in enumerate(state["features"])}
+        # a C-ordered copy (as transform_frame returns: BLAS sums depend on the layout)
+        out = np.array(x, dtype=np.float64, order="C")
+        for step in state["steps"]:
+            idx = [position[c] for c in step["columns"]]
+            out[:, idx] = _numeric_step(step, step["columns"], out[:, idx])
+        return out.astype(np.float32)
     except _NeedsPandas:
         return transform_frame(state, pd.DataFrame(x, columns=state["features"]))
 

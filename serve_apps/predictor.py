@@ -28,11 +28,9 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +41,8 @@ from ray import serve
 from runtime.registry import ROLLED_BACK_TAG
 from runtime.spec import Serve
 from serve_apps.validate import BadRequest, Features, parse_body, request_schema
+
+QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 
 logger = logging.getLogger("mlrt.serve")
 DEPLOYMENT = "Predictor"
@@ -107,7 +107,7 @@ def deployment_options(spec: Serve) -> dict:
         "ray_actor_options": {"num_cpus": spec.cpus_per_replica},
         "health_check_period_s": 2.0,
         # a log line per request costs more than a small model's prediction
-        "logging_config": {"log_level": "WARNING", "enable_access_log": False},
+        "logging_config": QUIET_LOGS,
     }
 
 
@@ -129,20 +129,13 @@ def bind_app(args: dict, replica_env: dict[str, str] | None = None) -> serve.App
 
 def load_version(name: str, version: str) -> Loaded:
     """Fetch a registered version's mlrt files and load them (safetensors/skops/JSON only)."""
-    from runtime import registry
     from runtime.batch import fetch_model
     from runtime.inference import Predictor
 
-    files = fetch_model(f"models:/{name}/{version}")
-    info = registry.get_version(name, version)
-    with tempfile.TemporaryDirectory(prefix="mlrt-serve-") as tmp:
-        for rel, content in files.files.items():
-            path = Path(tmp) / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        predictor = Predictor.load(tmp)
+    model = fetch_model(f"models:/{name}/{version}")
+    predictor = Predictor.from_files(model.files)
     return Loaded(name, str(version), predictor, Features.from_state(predictor.state),
-                  dict(info.tags), info.run_id)
+                  dict(model.info.tags), model.info.run_id)
 
 
 class _Registry:
@@ -157,14 +150,11 @@ class _Registry:
 
     def resolve(self) -> Routing:
         from runtime import registry
-        from runtime.errors import RegistryError
+        from runtime.batch import resolve_version
 
         version = self.version
-        if self.alias is not None:
-            info = registry.version_by_alias(self.name, self.alias)
-            if info is None:
-                raise RegistryError(f"model '{self.name}' has no alias '{self.alias}'")
-            version = info.version
+        if self.alias is not None:  # polled every second: no lookup when the URI is a version
+            version = resolve_version(self.name, None, self.alias).version
         champion = self._get(str(version))
         challenger, weight = None, 0.0
         if self.canary is not None:
@@ -219,7 +209,6 @@ class ModelServer:
         self._predict_batch.set_max_batch_size(self._max_rows)
         self._inflight = 0
         self._metrics = _metrics()
-        self._stop = threading.Event()  # the daemon poller ends with the replica's process
         if self._registry.alias is not None or self._registry.canary is not None:
             threading.Thread(target=self._poll, name="mlrt-alias-poll", daemon=True).start()
 
@@ -231,7 +220,9 @@ class ModelServer:
     # --- registry polling --------------------------------------------------------------------
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.args.poll_s):
+        """Daemon thread: ends with the replica's process."""
+        while True:
+            time.sleep(self.args.poll_s)
             try:
                 routing = self._registry.resolve()
             except Exception as e:  # noqa: BLE001 - a registry hiccup must not stop serving

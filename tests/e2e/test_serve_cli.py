@@ -72,6 +72,8 @@ def test_render_kuberay_manifests_fit_the_crd(workdir, target):
 def test_serve_unknown_model_exits_2_before_ray(workdir):
     result = mlrt("serve", "models:/nope@champion", cwd=workdir, timeout=120)
     assert result.returncode == 2 and "no registered model 'nope'" in result.stderr
+    bad_port = mlrt("serve", "jobs/digits.yaml", "--port", "70000", cwd=workdir, timeout=120)
+    assert bad_port.returncode == 2 and "Invalid value for '--port'" in bad_port.stderr
 
 
 def test_deploy_checks_the_model_and_the_api_key_before_contacting_the_cluster(workdir):

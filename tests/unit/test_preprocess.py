@@ -300,7 +300,7 @@ def test_numeric_rows_transform_equals_transform_frame():
     ):
         state = _one_pass(frame, ops, types)
         x = transform_numeric(state, frame[state["features"]].to_numpy(dtype=np.float64))
-        assert x.dtype == np.float32
+        assert x.dtype == np.float32 and x.flags.c_contiguous  # as the model saw in training
         np.testing.assert_array_equal(x, transform_frame(state, frame))
     all_null = _one_pass(frame.assign(size=np.nan), _ops({"op": "standard_scale"}), types)
     rows = frame[all_null["features"]].to_numpy(dtype=np.float64)
