@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
+from runtime.errors import InputError
+
 # Local logical CPUs: Ray schedules by logical CPUs, and a 2-core laptop still needs room for
 # 2 training workers plus Ray Data tasks; oversubscribing a little is cheaper than queueing.
 DEFAULT_LOCAL_CPUS = 4
@@ -19,12 +21,23 @@ DEFAULT_LOCAL_CPUS = 4
 DEFAULT_OBJECT_STORE_BYTES = 2 * 1024**3
 
 
+
+
 def default_object_store_bytes() -> int:
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return DEFAULT_OBJECT_STORE_BYTES
-    return int(min(DEFAULT_OBJECT_STORE_BYTES, ram // 4))
+    """MLRT_OBJECT_STORE_BYTES, else 2 GiB or a quarter of the memory Ray sees (a container's
+    cgroup limit, not the host's RAM)."""
+    value = os.environ.get("MLRT_OBJECT_STORE_BYTES")
+    if value:
+        try:
+            return int(value)
+        except ValueError:
+            raise InputError(f"MLRT_OBJECT_STORE_BYTES: expected a number of bytes, got "
+                             f"'{value}'") from None
+    from ray._common.utils import get_system_memory
+
+    return int(min(DEFAULT_OBJECT_STORE_BYTES, get_system_memory() // 4))
+
+
 # Ray Train V2 hands each `ray.train.report` to its controller, which polls every 2 s by default:
 # a report blocks until then, so a fast epoch costs 2 s. Polling at 0.2 s cuts the digits job's
 # training from ~59 s to a few seconds of real work. Users can still set these themselves.
@@ -37,7 +50,7 @@ TRAIN_ENV_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 # files on object stores); on one machine's local disk one actor reads every footer, and each
 # read of a dataset skips ~1 s of starting Python processes.
 LOCAL_ENV_DEFAULTS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-                            "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
+                      "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -59,8 +72,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     cpus = num_cpus or max(DEFAULT_LOCAL_CPUS, os.cpu_count() or 1)
     ray.init(
         num_cpus=cpus,
-        object_store_memory=int(os.environ.get("MLRT_OBJECT_STORE_BYTES")
-                                or default_object_store_bytes()),
+        object_store_memory=default_object_store_bytes(),
         include_dashboard=False,
         logging_level=logging.WARNING,
     )

@@ -150,4 +150,4 @@ def _container(name: str, image: str, cpus: float, memory: str, gpus: int, env: 
 
 
 def _quantity(cpus: float) -> int | str:
-    return int(cpus) if float(cpus).is_integer() else f"{int(cpus * 1000)}m"
+    return int(cpus) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"

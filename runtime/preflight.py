@@ -38,7 +38,7 @@ class ClusterResources:
 
 @dataclass(frozen=True)
 class UploadSize:
-    total: int  # bytes Ray would upload (zipped size when the raw size is over the limit)
+    total: int  # bytes Ray would upload
     by_entry: dict[str, int]  # raw bytes per top-level file or folder of the working dir
     limit: int
 

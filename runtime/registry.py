@@ -181,7 +181,7 @@ def _history(name: str, alias: str) -> list[str]:
 
 def move_alias(name: str, alias: str, version: str) -> str | None:
     """Point `alias` at `version`, remembering where it pointed before; return that version."""
-    get_version(name, version)
+    target = get_version(name, version)
     current = version_by_alias(name, alias)
     history = _history(name, alias)
     if current is not None and (not history or history[-1] != current.version):
@@ -192,7 +192,7 @@ def move_alias(name: str, alias: str, version: str) -> str | None:
     client.set_registered_model_alias(name, alias, str(version))
     client.set_registered_model_tag(name, _HISTORY_TAG.format(alias=alias),
                                     json.dumps(history[-_HISTORY_KEEP:]))
-    if get_version(name, version).tags.get(ROLLED_BACK_TAG):
+    if target.tags.get(ROLLED_BACK_TAG):  # moving the alias does not touch version tags
         client.delete_model_version_tag(name, str(version), ROLLED_BACK_TAG)
     return current.version if current else None
 

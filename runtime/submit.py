@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -114,8 +113,7 @@ def job_excludes(spec: JobSpec, root: Path) -> list[str]:
 
 def measure_upload(root: Path, excludes: Sequence[str]) -> UploadSize:
     """What Ray would upload for `root` with `excludes` (and .gitignore/.rayignore, as Ray reads
-    them). Counts raw bytes first; only when those are over the limit does it zip the folder the
-    way Ray does, since compressible data may still fit."""
+    them), in raw bytes: Ray's package zip stores files uncompressed, so it is never smaller."""
     from ray._private.runtime_env import packaging
 
     include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
@@ -131,14 +129,8 @@ def measure_upload(root: Path, excludes: Sequence[str]) -> UploadSize:
     quiet.setLevel(logging.WARNING)
     packaging._dir_travel(root, [packaging._get_excludes(root, list(excludes))], count,
                           include_gitignore=include_gitignore, logger=quiet)
-    total, limit = sum(by_entry.values()), packaging.GCS_STORAGE_MAX_SIZE
-    if total >= limit:
-        with tempfile.TemporaryDirectory(prefix="mlrt-upload-") as tmp:
-            target = Path(tmp) / "package.zip"
-            packaging.create_package(str(root), target, include_gitignore=include_gitignore,
-                                     excludes=list(excludes), logger=quiet)
-            total = target.stat().st_size
-    return UploadSize(total=total, by_entry=by_entry, limit=limit)
+    return UploadSize(total=sum(by_entry.values()), by_entry=by_entry,
+                      limit=packaging.GCS_STORAGE_MAX_SIZE)
 
 
 def runtime_env(spec: JobSpec, root: Path, excludes: Sequence[str]) -> dict:
@@ -255,6 +247,10 @@ def _connect(client_cls, address: str, headers: dict[str, str]):
     except ConnectionError as e:
         raise InputError(f"{address}: no Ray dashboard / job server answers there "
                          f"({str(e).splitlines()[0]})") from e
+    except (RuntimeError, OSError) as e:  # something else answers (Serve, MLflow, a proxy)
+        raise InputError(f"{address}: not a Ray job server (Ray said: "
+                         f"{str(e).splitlines()[0]}); give the dashboard address, "
+                         "http://HEAD:8265") from e
 
 
 def _follow(client, job_id: str, timings: dict[str, float],

@@ -189,7 +189,7 @@ def test_an_upload_over_rays_limit_names_the_largest_folders(cluster, project, t
     work = tmp_path / "big"
     shutil.copytree(project / "jobs", work / "jobs")
     (work / "raw_data").mkdir()
-    (work / "raw_data" / "blob.bin").write_bytes(os.urandom(3 * 1024**2))  # incompressible
+    (work / "raw_data" / "blob.bin").write_bytes(os.urandom(3 * 1024**2))
     result = subprocess.run(
         [MLRT, "submit", "jobs/digits.yaml", "--address", cluster.address, *shared_set(project)],
         cwd=work, capture_output=True, text=True, timeout=120, check=False,

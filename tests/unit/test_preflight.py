@@ -152,3 +152,29 @@ def test_placement_is_pack_or_spread():
 def test_where_it_runs_does_not_change_the_spec_hash():
     assert spec().spec_hash() == spec("runtime.pip=[x]", "cluster.image=y").spec_hash()
     assert spec().spec_hash() != spec("train.epochs=3").spec_hash()
+
+
+def test_an_address_that_is_not_a_job_server_is_a_clear_error():
+    """Ray's client raises RuntimeError when something else answers (e.g. Serve on :8000)."""
+    from runtime.submit import _connect
+
+    class NotRay:
+        def __init__(self, address, headers=None):
+            raise RuntimeError("Version check returned 404.\nJobs API is not supported")
+
+    with pytest.raises(InputError, match=r"http://h:8000: not a Ray job server \(Ray said: "
+                                         r"Version check returned 404.\); give the dashboard"):
+        _connect(NotRay, "http://h:8000", {})
+
+
+def test_object_store_size_comes_from_the_env_or_the_memory_ray_sees(monkeypatch):
+    from runtime.cluster import DEFAULT_OBJECT_STORE_BYTES, default_object_store_bytes
+
+    monkeypatch.setenv("MLRT_OBJECT_STORE_BYTES", "2G")
+    with pytest.raises(InputError, match="MLRT_OBJECT_STORE_BYTES: expected a number of bytes, "
+                                         "got '2G'"):
+        default_object_store_bytes()
+    monkeypatch.setenv("MLRT_OBJECT_STORE_BYTES", str(300 * 1024**2))
+    assert default_object_store_bytes() == 300 * 1024**2
+    monkeypatch.delenv("MLRT_OBJECT_STORE_BYTES")
+    assert 0 < default_object_store_bytes() <= DEFAULT_OBJECT_STORE_BYTES
