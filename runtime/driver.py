@@ -175,6 +175,8 @@ def _start_run(spec: JobSpec, experiment: str, resume: str | None):
         previous = mlflow.MlflowClient().get_run(resume)
     except MlflowException as e:
         raise InputError(f"--resume {resume}: no such run in {spec.storage}") from e
+    if previous.info.lifecycle_stage == "deleted":
+        raise InputError(f"--resume {resume}: that run was deleted; start a new run")
     if previous.info.experiment_id != experiment:
         raise InputError(f"--resume {resume}: that run belongs to another experiment, not "
                          f"'{spec.name}'")
