@@ -182,6 +182,12 @@ PreprocessOp = Annotated[
 ]
 
 
+def _in_order(lo_name: str, lo: float | None, hi_name: str, hi: float | None) -> None:
+    """A section's lower bound must not pass its upper bound (either may be unset)."""
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"{lo_name} ({lo}) must be <= {hi_name} ({hi})")
+
+
 class ColumnCheck(_Section):
     dtype: Literal["numeric", "integer", "categorical"] | None = None
     min: float | None = None
@@ -191,8 +197,7 @@ class ColumnCheck(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ColumnCheck:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        _in_order("min", self.min, "max", self.max)
         if self.allowed is not None and (self.min is not None or self.max is not None):
             raise ValueError("use either allowed (categories) or min/max (a range), not both")
         return self
@@ -418,8 +423,7 @@ class Replicas(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        _in_order("min", self.min, "max", self.max)
         return self
 
 
@@ -482,9 +486,7 @@ class WorkerGroup(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> WorkerGroup:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas "
-                             f"({self.max_replicas})")
+        _in_order("min_replicas", self.min_replicas, "max_replicas", self.max_replicas)
         return self
 
 

@@ -26,11 +26,11 @@ from typing import Any
 from ray.tune import Callback
 
 from runtime.errors import TrainingError
-from runtime.spec import JobSpec, Tune, max_epochs, parse_spec, set_path
+from runtime.spec import TUNE_METRICS, JobSpec, Tune, max_epochs, parse_spec, set_path
 from runtime.train import TrainOutput, load_output, loop_config, torch_trainer, trial_loop
 
 TUNE_DIR = "ray_tune"
-LOGGED_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_rmse")
+LOGGED_METRICS = tuple(sorted({m for task in TUNE_METRICS.values() for m in task}))
 # Tune snapshots the search every 10+ s by default; a driver killed in between would rerun
 # trials that had finished. Snapshots of a small search take milliseconds.
 TUNE_ENV_DEFAULTS = {"TUNE_GLOBAL_CHECKPOINT_S": "1",
