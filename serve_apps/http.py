@@ -31,14 +31,18 @@ def build_fastapi(server: ModelServer) -> FastAPI:
                          503: {"description": "queue full, retry later"}})
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
-        loaded = server.routing.champion
+        loaded = server.routing.champion  # until a version is picked for this request
         try:
             server.check_key(request.headers.get("authorization"))
             body = await _read_body(request, limit)
-            loaded, result = await server.predict(body)
+            loaded = server.routing.pick()  # the canary's errors count against the canary
+            result = await server.predict(loaded, body)
         except BadRequest as e:
             server.record(loaded, e.status, started)
             return _error(e)
+        except Exception:
+            server.record(loaded, 500, started)
+            raise
         server.record(loaded, 200, started)
         return Response(json.dumps(result, separators=(",", ":")), media_type="application/json",
                         headers={"x-model-version": loaded.version})
@@ -57,7 +61,9 @@ def build_fastapi(server: ModelServer) -> FastAPI:
         return JSONResponse(server.metadata())
 
     def openapi() -> dict:
-        if app.openapi_schema is None:
+        # rebuilt when the alias moves: another version may take other features
+        if app.openapi_schema is None or app.openapi_schema["info"]["version"] != \
+                server.routing.champion.version:
             schema = get_openapi(title=app.title, version=server.routing.champion.version,
                                  description=app.description, routes=app.routes)
             body = server.request_schema()

@@ -242,9 +242,8 @@ class ModelServer:
                 given.encode(), self._api_key.encode()):
             raise BadRequest(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
-    async def predict(self, body: bytes) -> tuple[Loaded, dict]:
-        """Validated body -> (the version that served it, response dict)."""
-        loaded = self.routing.pick()
+    async def predict(self, loaded: Loaded, body: bytes) -> dict:
+        """Validated body -> the response of version `loaded` (routing.pick())."""
         rows = parse_body(body, loaded.features)
         self._inflight += 1
         try:
@@ -257,7 +256,7 @@ class ModelServer:
                 labels, proba = await self._predict_batch((loaded, rows))
         finally:
             self._inflight -= 1
-        return loaded, _response(loaded, labels, proba)
+        return _response(loaded, labels, proba)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0,
                  batch_size_fn=lambda items: sum(len(rows) for _, rows in items))

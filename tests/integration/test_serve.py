@@ -291,9 +291,12 @@ def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store, apps):
     versions = asyncio.run(_versions(url, 1000))
     share = versions[store["v2"]] / 1000
     assert 0.05 <= share <= 0.15, versions
+    assert httpx.get(f"{url}/openapi.json").json()["info"]["version"] == store["v1"]
     registry.move_alias(NAME, "champion", store["v2"])  # promote the challenger
     _wait_for_version(url, store["v2"])
     assert asyncio.run(_versions(url, 50)) == {store["v2"]: 50}
+    # /docs describes the version now served, not the one it first rendered
+    assert httpx.get(f"{url}/openapi.json").json()["info"]["version"] == store["v2"]
     registry.rollback(NAME, "champion")  # v2 is rolled back from: no canary traffic either
     _wait_for_version(url, store["v1"])
     time.sleep(1.5)
