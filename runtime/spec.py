@@ -571,7 +571,9 @@ class JobSpec(_Section):
             raise _FieldError(("tune", "metric"), f"'{tune.metric}' needs a validation split "
                                                   "(data.split.validation > 0)")
         for path, domain in tune.space.items():
-            problem = (_field_problem(self, path.split("."))
+            parts = path.split(".")
+            problem = ("the search cannot tune its own settings" if parts[0] == "tune"
+                       else _field_problem(self, parts)
                        or _space_value_problem(self, path, domain))
             if problem:
                 raise _FieldError(("tune", "space", path), problem)

@@ -88,7 +88,11 @@ def auth_token() -> str | None:
     default = Path.home() / ".ray" / "auth_token"
     if not default.is_file():
         return None
-    return default.read_text().strip() or None
+    try:
+        return default.read_text().strip() or None
+    except OSError as e:
+        raise InputError(f"{default}: cannot read the Ray token file ({e.strerror}); fix its "
+                         "permissions or set RAY_AUTH_TOKEN") from e
 
 
 def auth_headers() -> dict[str, str]:

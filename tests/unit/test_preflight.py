@@ -128,6 +128,15 @@ def test_token_lookup_follows_rays_order(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
     with pytest.raises(InputError, match="RAY_AUTH_TOKEN_PATH=.*cannot read the token file"):
         auth_token()
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+
+    def unreadable(self, *args, **kwargs):  # as for a non-root user without read permission
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    with pytest.raises(InputError, match=r"auth_token: cannot read the Ray token file "
+                                         r"\(Permission denied\)"):
+        auth_token()
 
 
 def test_tracking_uri_and_storage_warning():

@@ -48,6 +48,8 @@ def _errors(raw: dict) -> list[str]:
      "tune.space.train.use_gpu: grid value 'maybe' does not fit"),
     ({"train.lr": {"randint": [0.5, 2]}}, "train.lr: randint needs integer bounds"),
     ({"train.lr": {"loguniform": [0, 1]}}, "train.lr: loguniform needs low > 0"),
+    ({"tune.samples": {"choice": [2, 4]}},
+     "tune.space.tune.samples: the search cannot tune its own settings"),
 ])
 def test_space_errors_name_the_path(space, expected):
     errors = _errors(_tuned(space))
