@@ -363,15 +363,26 @@ def _domain_probes(kind: str, bounds: list) -> list:
     return list(bounds)
 
 
-def set_path(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of plain spec data with the field at dotted `path` set to `value`."""
+def set_paths(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of plain spec data with each dotted path set to its value (paths that the spec
+    already validated: tune.space, a trial's config)."""
     raw = json.loads(json.dumps(raw))
+    for path, value in values.items():
+        _put(raw, path, value)
+    return raw
+
+
+def _put(raw: dict[str, Any], path: str, value: Any) -> str | None:
+    """Set dotted `path` in plain spec data, in place; return the prefix that is not a
+    section (and set nothing) when there is one."""
     node = raw
     *parents, last = path.split(".")
-    for part in parents:
+    for i, part in enumerate(parents):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return ".".join(parents[: i + 1])
     node[last] = value
-    return raw
+    return None
 
 
 def _space_value_problem(spec: JobSpec, path: str, domain: Domain) -> str | None:
@@ -380,7 +391,7 @@ def _space_value_problem(spec: JobSpec, path: str, domain: Domain) -> str | None
     (kind, bounds), = domain.items()
     base = spec.model_dump(mode="json", exclude={"tune"})
     for value in _domain_probes(kind, bounds):
-        raw = set_path(base, path, value)
+        raw = set_paths(base, {path: value})
         try:
             JobSpec.model_validate(raw)
         except ValidationError as e:
@@ -672,16 +683,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str], source: str) 
             parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             parsed = value
-        parts = key.strip().split(".")
-        node = raw
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                errors.append(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
-                break
-            node = child
-        else:
-            node[parts[-1]] = parsed
+        not_a_section = _put(raw, key.strip(), parsed)
+        if not_a_section:
+            errors.append(f"--set {key}: {not_a_section} is not a section")
     if errors:
         raise SpecError(errors, source)
     return raw

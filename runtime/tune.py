@@ -26,7 +26,7 @@ from typing import Any
 from ray.tune import Callback
 
 from runtime.errors import TrainingError
-from runtime.spec import TUNE_METRICS, JobSpec, Tune, max_epochs, parse_spec, set_path
+from runtime.spec import TUNE_METRICS, JobSpec, Tune, max_epochs, parse_spec, set_paths
 from runtime.train import TrainOutput, load_output, loop_config, torch_trainer, trial_loop
 
 TUNE_DIR = "ray_tune"
@@ -88,10 +88,7 @@ def param_space(tune: Tune) -> dict[str, Any]:
 def trial_spec(base: dict[str, Any], config: dict[str, Any]) -> JobSpec:
     """The spec a trial runs: the base spec (plain data) with each sampled value at its path,
     validated again (values were checked when the spec loaded; this keeps the trial honest)."""
-    raw = dict(base)
-    for path, value in config.items():
-        raw = set_path(raw, path, value)
-    return parse_spec(raw, "tune trial")
+    return parse_spec(set_paths(base, config), "tune trial")
 
 
 # --- running trials (inside Ray) --------------------------------------------------------------
