@@ -20,6 +20,7 @@ leaves partial output behind. `--output` is a local path (or a shared mount the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -116,6 +117,8 @@ def fetch_model(uri: str) -> ModelFiles:
 
     name, version, alias = parse_model_uri(uri)
     info = resolve_version(name, version, alias)
+    # a progress bar per replica / actor load is noise in the job's and the server's logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="mlrt-model-") as tmp:
         root = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{info.version}", dst_path=tmp))
