@@ -1,7 +1,7 @@
 """Exceptions mlrt raises on purpose, each with the exit code the CLI maps it to.
 
 0 ok; 1 the job ran and failed (data check, gate, training error); 2 bad input (spec, arguments,
-missing files or columns). The CLI maps them in one place (`runtime.cli`).
+missing files or columns). The CLI maps them in one place (`runtime.cli.main`).
 """
 
 from __future__ import annotations
@@ -45,3 +45,8 @@ class UnsafeModelError(MlrtError):
 
 class RegistryError(InputError):
     """A model, version or alias that the registry does not have."""
+
+
+class AuditError(MlrtError):
+    """The audit trail could not be written or read; the action it would record was not done
+    (or, for `mlrt audit --verify`, the trail is broken)."""

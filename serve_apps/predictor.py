@@ -1,12 +1,18 @@
 """Ray Serve app: a registered mlrt model over HTTP, with its own preprocessing.
 
-    mlrt serve jobs/digits.yaml                      # local, foreground (runtime/serving.py)
+    mlrt serve jobs/digits.yaml                      # local, foreground (serve_apps/local.py)
     serve run mlrt-serve.yaml                        # from `mlrt render SPEC --target serve`
 
 Routes (under the spec's `serve.route`): `POST /predict`, `GET /health`, `GET /metadata`,
-`GET /docs`. The FastAPI app is built in each replica after the model is loaded
-(`__serve_build_asgi_app__`), so the OpenAPI request model is generated from the served
-model's own features.
+`GET /docs` (serve_apps/routes.py), and MLflow's `/invocations`, the Open Inference Protocol
+v2 (`/v2/...`) and KServe v1 (`/v1/models/...`) (serve_apps/protocol_routes.py). The FastAPI
+app is built in each replica after the model is loaded (`__serve_build_asgi_app__`), so the
+OpenAPI document is generated from the served model's own features (serve_apps/openapi.py).
+
+The prediction core, `ModelServer.predict_rows(loaded, rows, request_id, started)`, knows no
+protocol: every route parses its body into checked rows (serve_apps/validate.py), calls it and
+formats (labels, probabilities) its own way. Each success reaches `_on_prediction` with the
+request id that every response names: request capture (`serve.capture`) queues it there.
 
 Why the pieces look the way they do:
 - Bodies are parsed by hand (serve_apps/validate.py), not by pydantic: the error must name the
@@ -27,20 +33,19 @@ import hmac
 import json
 import logging
 import os
-import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from ray import serve
 
-from runtime.registry import ROLLED_BACK_TAG
 from runtime.spec import Serve
-from serve_apps.validate import BadRequest, Features, parse_body, request_schema
+from serve_apps import capture_hook, monitor_gauges
+from serve_apps.config import AppArgs
+from serve_apps.routing import Loaded, VersionRouter
+from serve_apps.validate import BadRequest, Features
 
 QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 
@@ -48,43 +53,6 @@ logger = logging.getLogger("mlrt.serve")
 DEPLOYMENT = "Predictor"
 _LATENCY_MS = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 _BATCH_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
-
-
-class AppArgs(BaseModel):
-    """The app's arguments (the `args:` of a Serve config): JSON only."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    model_uri: str
-    tracking_uri: str | None = None
-    serve: Serve = Serve()
-    poll_s: float = 1.0
-
-
-@dataclass(frozen=True, eq=False)
-class Loaded:
-    """One loaded model version (compared by identity: the registry reuses loaded ones)."""
-
-    name: str
-    version: str
-    predictor: Any
-    features: Features
-    tags: dict[str, str] = field(default_factory=dict)
-    run_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Routing:
-    """What serves right now; replaced whole (one assignment) when an alias moves."""
-
-    champion: Loaded
-    alias: str | None
-    challenger: Loaded | None = None
-    weight: float = 0.0
-
-    def pick(self) -> Loaded:
-        if self.challenger is not None and random.random() < self.weight:
-            return self.challenger
-        return self.champion
 
 
 def deployment_options(spec: Serve) -> dict:
@@ -127,62 +95,18 @@ def bind_app(args: dict, replica_env: dict[str, str] | None = None) -> serve.App
     return ModelServer.options(**options).bind(parsed.model_dump(mode="json"))
 
 
-def load_version(name: str, version: str) -> Loaded:
-    """Fetch a registered version's mlrt files and load them (safetensors/skops/JSON only)."""
-    from runtime.batch import fetch_model
-    from runtime.inference import Predictor
-
-    model = fetch_model(f"models:/{name}/{version}")
-    predictor = Predictor.from_files(model.files)
-    return Loaded(name, str(version), predictor, Features.from_state(predictor.state),
-                  dict(model.info.tags), model.info.run_id)
-
-
-class _Registry:
-    """Resolves the served URI (and the canary alias) to loaded versions; reuses loaded ones."""
-
-    def __init__(self, args: AppArgs):
-        from runtime.batch import parse_model_uri
-
-        self.name, self.version, self.alias = parse_model_uri(args.model_uri)
-        self.canary = args.serve.canary
-        self._cache: dict[str, Loaded] = {}
-
-    def resolve(self) -> Routing:
-        from runtime import registry
-        from runtime.batch import resolve_version
-
-        version = self.version
-        if self.alias is not None:  # polled every second: no lookup when the URI is a version
-            version = resolve_version(self.name, None, self.alias).version
-        champion = self._get(str(version))
-        challenger, weight = None, 0.0
-        if self.canary is not None:
-            info = registry.version_by_alias(self.name, self.canary.alias)
-            if (info is not None and info.version != champion.version
-                    and info.tags.get(ROLLED_BACK_TAG) != "true"):
-                challenger, weight = self._get(info.version), self.canary.weight
-        keep = {champion.version} | ({challenger.version} if challenger else set())
-        self._cache = {v: m for v, m in self._cache.items() if v in keep}
-        return Routing(champion, self.alias, challenger, weight)
-
-    def _get(self, version: str) -> Loaded:
-        if version not in self._cache:
-            self._cache[version] = load_version(self.name, version)
-        return self._cache[version]
-
-
 def _metrics() -> dict:
     from ray.serve import metrics
 
     tags = ("model", "version")
     return {
         "requests": metrics.Counter(
-            "mlrt_requests", description="Predict requests by model version and HTTP status.",
-            tag_keys=(*tags, "status")),
+            "mlrt_requests", description="Prediction requests by model version, protocol and "
+                                         "HTTP status.",
+            tag_keys=(*tags, "protocol", "status")),
         "latency": metrics.Histogram(
-            "mlrt_request_latency_ms", description="Predict latency inside the replica (ms).",
-            boundaries=_LATENCY_MS, tag_keys=tags),
+            "mlrt_request_latency_ms", description="Prediction latency inside the replica (ms).",
+            boundaries=_LATENCY_MS, tag_keys=(*tags, "protocol")),
         "batch": metrics.Histogram(
             "mlrt_batch_rows", description="Rows per model call (adaptive batching).",
             boundaries=_BATCH_ROWS, tag_keys=tags),
@@ -195,25 +119,33 @@ class ModelServer:
     """One replica: the loaded versions, the batcher, the registry poller and the routes."""
 
     def __init__(self, args: dict):
-        from runtime import registry
+        from runtime.registry import tracking
 
         self.args = AppArgs.model_validate(args)
         if self.args.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = self.args.tracking_uri
-        registry.use_store(".mlrt")
+        tracking.use_store(".mlrt")
         self._api_key = _api_key(self.args.serve)
-        self._registry = _Registry(self.args)
+        self._registry = VersionRouter(self.args)
         self.routing = self._registry.resolve()
         self._wait_s = self.args.serve.batch.wait_ms / 1000
         self._max_rows = self.args.serve.batch.max_size
         self._predict_batch.set_max_batch_size(self._max_rows)
         self._inflight = 0
         self._metrics = _metrics()
+        monitor_gauges.start(self.args.model_uri, self.args.storage)  # drift -> Prometheus
+        self.capture = capture_hook.from_args(self.args, self.routing.champion.name,
+                                              self.routing.champion.predictor.classes is None)
         if self._registry.alias is not None or self._registry.canary is not None:
             threading.Thread(target=self._poll, name="mlrt-alias-poll", daemon=True).start()
 
+    def __del__(self):
+        """Serve's graceful shutdown: the captured rows still queued are written."""
+        if getattr(self, "capture", None) is not None:
+            self.capture.close()
+
     def __serve_build_asgi_app__(self):
-        from serve_apps.http import build_fastapi
+        from serve_apps.routes import build_fastapi
 
         return build_fastapi(self)
 
@@ -235,16 +167,14 @@ class ModelServer:
     # --- prediction ----------------------------------------------------------------------------
 
     def check_key(self, header: str | None) -> None:
-        if self._api_key is None:
-            return
-        given = (header or "").removeprefix("Bearer ").strip()
-        if not header or not header.startswith("Bearer ") or not hmac.compare_digest(
-                given.encode(), self._api_key.encode()):
-            raise BadRequest(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+        check_key(self._api_key, header)
 
-    async def predict(self, loaded: Loaded, body: bytes) -> dict:
-        """Validated body -> the response of version `loaded` (routing.pick())."""
-        rows = parse_body(body, loaded.features)
+    async def predict_rows(self, loaded: Loaded, rows: Any, request_id: str,
+                           started: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """The prediction core every protocol calls: checked rows (validate.parse_rows) ->
+        (labels, class probabilities or None) of version `loaded`, through the batcher. A
+        model error or a non-finite answer is a BadRequest(422); a success goes to
+        `_on_prediction` with the request's id and its latency since `started`."""
         self._inflight += 1
         try:
             if len(rows) >= self._max_rows:
@@ -256,7 +186,24 @@ class ModelServer:
                 labels, proba = await self._predict_batch((loaded, rows))
         finally:
             self._inflight -= 1
-        return _response(loaded, labels, proba)
+        labels, proba = _checked(labels, proba)
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            self._on_prediction(loaded, request_id, rows, labels, proba, latency_ms)
+        except Exception as e:  # noqa: BLE001 - a hook must never fail a prediction
+            logger.warning("prediction hook failed (request %s still answered): %s",
+                           request_id, e)
+        return labels, proba
+
+    def _on_prediction(self, loaded: Loaded, request_id: str, rows: Any, labels: np.ndarray,
+                       proba: np.ndarray | None, latency_ms: float) -> None:
+        """Called once per successful prediction, in the request's task, with the rows as
+        validated (a float64 matrix, or lists in feature order), the request id every response
+        names and the latency so far. Request capture hands the rows to its bounded queue
+        (serve_apps/capture_hook.py); it never blocks."""
+        if self.capture is not None:
+            self.capture.on_prediction(loaded, self.routing, self._registry, request_id, rows,
+                                       labels, proba, latency_ms)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0,
                  batch_size_fn=lambda items: sum(len(rows) for _, rows in items))
@@ -293,8 +240,10 @@ class ModelServer:
             start = end
         return out
 
-    def record(self, loaded: Loaded, status: int, started: float) -> None:
-        tags = {"model": loaded.name, "version": loaded.version}
+    def record(self, loaded: Loaded, protocol: str, status: int, started: float) -> None:
+        """One answered prediction request in the metrics (`protocol`: predict, mlflow, oip,
+        kserve_v1)."""
+        tags = {"model": loaded.name, "version": loaded.version, "protocol": protocol}
         self._metrics["requests"].inc(tags={**tags, "status": str(status)})
         if status == 200:
             self._metrics["latency"].observe((time.perf_counter() - started) * 1000, tags=tags)
@@ -306,8 +255,8 @@ class ModelServer:
         return {
             "name": m.name, "version": m.version, "alias": r.alias,
             "uri": f"models:/{m.name}/{m.version}",
-            "task": meta.get("task"), "framework": meta.get("framework"),
-            "classes": meta.get("classes"),
+            "task": meta.task, "framework": meta.framework,
+            "classes": meta.classes,
             "input_schema": [{"name": n, "type": "categorical" if n in m.features.categorical
                               else "numeric", "nullable": n in m.features.nullable}
                              for n in m.features.names],
@@ -320,12 +269,19 @@ class ModelServer:
             "batch": {"max_size": self._max_rows, "wait_ms": self._wait_s * 1000},
         }
 
-    def request_schema(self) -> dict:
-        return request_schema(self.routing.champion.features)
-
 
 _LINEAGE_TAGS = ("mlrt.spec_hash", "mlrt.data_fingerprint", "mlrt.git_commit", "mlrt.gate",
                  "mlrt.task")
+
+
+def check_key(api_key: str | None, header: str | None) -> None:
+    """`Authorization: Bearer <key>` when the app has a key. Raises BadRequest(401)."""
+    if api_key is None:
+        return
+    given = (header or "").removeprefix("Bearer ").strip()
+    if not header or not header.startswith("Bearer ") or not hmac.compare_digest(
+            given.encode(), api_key.encode()):
+        raise BadRequest(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
 
 def _api_key(spec: Serve) -> str | None:
@@ -343,7 +299,8 @@ def _frame(features: Features, requests: list) -> pd.DataFrame:
     return pd.DataFrame([row for rows in requests for row in rows], columns=list(features.names))
 
 
-def _response(loaded: Loaded, labels: Any, proba: Any) -> dict:
+def _checked(labels: Any, proba: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A batch's result for one request -> (labels, proba), or the BadRequest(422) it means."""
     if isinstance(labels, Exception):
         from runtime.errors import InputError
 
@@ -353,13 +310,9 @@ def _response(loaded: Loaded, labels: Any, proba: Any) -> dict:
     labels = np.asarray(labels)
     bad = _non_finite_rows(labels, proba)
     if bad:
-        raise BadRequest(422, f"instances{bad[:5]}: values out of the model's range give "
+        raise BadRequest(422, f"rows {bad[:5]}: values out of the model's range give "
                               "non-finite output")
-    out = {"predictions": labels.tolist()}
-    if proba is not None:
-        out["probabilities"] = np.asarray(proba).tolist()
-    out["model"] = {"name": loaded.name, "version": loaded.version}
-    return out
+    return labels, None if proba is None else np.asarray(proba, dtype=np.float64)
 
 
 def _non_finite_rows(labels: np.ndarray, proba: Any) -> list[int]:
