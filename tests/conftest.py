@@ -22,7 +22,7 @@ def ray_session():
     """One local Ray for all integration tests (num_cpus is logical: more than the 2 cores)."""
     import ray
 
-    from runtime.cluster import init_ray
+    from runtime.cluster.connect import init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     init_ray(num_cpus=4)

@@ -9,8 +9,8 @@ import mlflow
 import pytest
 from user import mlrt, user_dir  # tests/e2e/user.py
 
-from runtime import registry
-from runtime.data import load_table
+from runtime.data.table import load_table
+from runtime.registry import tracking
 from runtime.spec import load_spec
 
 pytestmark = pytest.mark.e2e
@@ -58,6 +58,41 @@ def test_digits_runs_end_to_end(workdir):
     assert "mlflow ui --backend-store-uri sqlite:///.mlrt/mlflow.db" in result.stdout
     assert not (workdir / "mlruns").exists()  # artifacts live under the spec's storage
     assert any((workdir / ".mlrt" / "mlartifacts").rglob("model.safetensors"))
+    # the libraries' per-run notices do not reach the console (mlrt says what happened)
+    for noise in ("Add type hints", "Downloading artifacts", "Successfully registered model",
+                  "Created version", "Token authentication is enabled",
+                  "Creating initial MLflow database tables"):
+        assert noise not in result.stderr, noise
+
+
+def test_a_killed_run_is_marked_killed_by_the_next_run(workdir, tmp_path):
+    """SIGKILL leaves no chance to end the MLflow run; the next run of the experiment proves
+    the driver is gone (same host, no such process) and marks it KILLED."""
+    import signal
+    import subprocess
+    import time
+
+    from user import MLRT
+
+    storage = str(tmp_path / "store")
+    proc = subprocess.Popen([MLRT, "run", "jobs/digits.yaml", "--set", f"storage={storage}"],
+                            cwd=workdir, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("[train] ..."):  # the run exists and is RUNNING
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(1)
+    tracking.use_store(storage)
+    (killed,) = mlflow.search_runs(experiment_names=["digits-mlp"], output_format="list")
+    assert killed.info.status == "RUNNING"
+    again = mlrt("run", "jobs/digits.yaml", "--set", f"storage={storage}",
+                 "--set", "train.epochs=1", "--set", "evaluate.gate.min=0.1", cwd=workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "marked 1 earlier run(s) KILLED" in again.stderr and killed.info.run_id[:12] in \
+        again.stderr
+    after = mlflow.MlflowClient().get_run(killed.info.run_id)
+    assert after.info.status == "KILLED" and "is gone" in after.data.tags["mlrt.ended_by"]
 
 
 def test_registered_model_predicts_test_split_at_reported_accuracy(workdir, monkeypatch):
@@ -68,7 +103,7 @@ def test_registered_model_predicts_test_split_at_reported_accuracy(workdir, monk
     assert info["tags"]["mlrt.data_fingerprint"] and info["tags"]["mlrt.gate"] == "passed"
 
     monkeypatch.chdir(workdir)
-    registry.use_store(str(workdir / ".mlrt"))
+    tracking.use_store(str(workdir / ".mlrt"))
     model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
     spec = load_spec(workdir / "jobs" / "digits.yaml")
     table = load_table(spec.data, spec.task)
@@ -92,13 +127,13 @@ def test_failing_gate_exits_1_and_keeps_champion(workdir):
 def test_promote_then_rollback(workdir):
     listed = mlrt("models", "list", "digits-mlp", cwd=workdir)
     assert listed.returncode == 0 and "@champion" in listed.stdout and "failed" in listed.stdout
-    promoted = mlrt("models", "promote", "digits-mlp", "2", cwd=workdir)
+    promoted = mlrt("models", "promote", "digits-mlp", "2", "--reason", "try v2", cwd=workdir)
     assert promoted.returncode == 0 and "digits-mlp@champion -> v2 (was v1)" in promoted.stdout
     assert json.loads(mlrt("models", "show", "digits-mlp", cwd=workdir).stdout)["version"] == "2"
-    back = mlrt("models", "rollback", "digits-mlp", cwd=workdir)
+    back = mlrt("models", "rollback", "digits-mlp", "--reason", "v2 is worse", cwd=workdir)
     assert back.returncode == 0 and "-> v1 (rolled back from v2)" in back.stdout
     assert json.loads(mlrt("models", "show", "digits-mlp", cwd=workdir).stdout)["version"] == "1"
-    again = mlrt("models", "rollback", "digits-mlp", cwd=workdir)
+    again = mlrt("models", "rollback", "digits-mlp", "--reason", "again", cwd=workdir)
     assert again.returncode == 2 and "has held no other version" in again.stderr
 
 
@@ -106,7 +141,7 @@ def test_registry_errors_name_the_problem(workdir):
     unknown = mlrt("models", "list", "nope", cwd=workdir)
     assert unknown.returncode == 2 and "no registered model 'nope'" in unknown.stderr
     assert "digits-mlp" in unknown.stderr
-    bad_version = mlrt("models", "promote", "digits-mlp", "99", cwd=workdir)
+    bad_version = mlrt("models", "promote", "digits-mlp", "99", "--reason", "x", cwd=workdir)
     assert bad_version.returncode == 2 and "has no version 99" in bad_version.stderr
 
 

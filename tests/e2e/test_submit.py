@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -145,12 +146,12 @@ def mlrt_submit(cluster: LocalCluster, project: Path, *args: str, env: dict | No
 
 
 def registered_versions(storage: Path, name: str = "digits-mlp") -> list:
-    from runtime import registry
     from runtime.errors import RegistryError
+    from runtime.registry import tracking, versions
 
-    registry.use_store(str(storage))
+    tracking.use_store(str(storage))
     try:
-        return registry.list_versions(name)
+        return versions.list_versions(name)
     except RegistryError:  # no such model yet
         return []
 
@@ -254,7 +255,7 @@ def test_mlrt_deploy_serves_the_champion_on_the_cluster(cluster, project):
     import mlflow
     from sklearn.datasets import load_digits
 
-    from runtime.serving import wait_healthy
+    from serve_apps.local import wait_healthy
 
     assert registered_versions(project / "shared"), "needs the spread job's registered model"
     port = _free_port()
@@ -327,3 +328,49 @@ def test_no_wait_prints_the_job_id_and_the_commands_to_follow_it(cluster, projec
                               text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
     assert "stopped" in (done.stdout + done.stderr).lower()
+
+
+# --- mlrt submit --watch: the closed loop as a long-running job ------------------------------
+
+
+def test_submit_watch_refuses_a_watcher_that_could_not_work_before_uploading(cluster, project):
+    result = mlrt_submit(cluster, project, "jobs/breast_cancer.yaml", "--watch")
+    assert result.returncode == 2, result.stderr
+    assert "serve.capture: the watcher judges captured traffic" in result.stderr
+    assert "storage: '.mlrt' is relative" in result.stderr
+    assert "[submit]" not in result.stderr  # nothing was uploaded
+
+
+def test_submit_watch_returns_with_the_watcher_running_until_stopped(cluster, project):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    result = mlrt_submit(cluster, project, "jobs/breast_cancer.yaml", "--watch",
+                         "--set", "serve.capture={}", "--set", "monitor.interval=10s",
+                         *shared_set(project))
+    assert result.returncode == 0, result.stderr[-4000:]
+    job_id = result.stdout.strip()
+    assert f"ray job logs {job_id} --address {cluster.address} --follow" in result.stderr
+    assert f"ray job stop {job_id}" in result.stderr
+    client = JobSubmissionClient(cluster.address,
+                                 headers={"Authorization": f"Bearer {cluster.token}"})
+    try:
+        assert client.get_job_status(job_id) == JobStatus.RUNNING
+        # the watcher runs cycles on the cluster: its first one is in the job's log (with no
+        # champion in the shared registry yet the cycle fails, which a long-running watcher
+        # records and outlives)
+        deadline = time.monotonic() + 180
+        logs = ""
+        while "[watch]" not in logs and time.monotonic() < deadline:
+            time.sleep(1)
+            logs = client.get_job_logs(job_id)
+        assert "mlrt: watching breast-cancer-hgb every 10s" in logs, logs[-3000:]
+        assert "[watch]" in logs, logs[-3000:]
+        assert client.get_job_status(job_id) == JobStatus.RUNNING  # one cycle did not end it
+    finally:
+        client.stop_job(job_id)
+        deadline = time.monotonic() + 60
+        while client.get_job_status(job_id) not in (JobStatus.STOPPED, JobStatus.FAILED,
+                                                    JobStatus.SUCCEEDED):
+            assert time.monotonic() < deadline, "the watcher job did not stop"
+            time.sleep(0.5)
+    assert client.get_job_status(job_id) == JobStatus.STOPPED

@@ -1,5 +1,5 @@
-"""Integration: `mlrt predict`'s pipeline (runtime.batch) on the session's Ray, against the
-same model loaded through mlflow.pyfunc."""
+"""Integration: `mlrt predict`'s pipeline (runtime.inference.batch) on the session's Ray, against
+the same model loaded through mlflow.pyfunc."""
 
 from __future__ import annotations
 
@@ -9,41 +9,30 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from factories import LOGISTIC, make_spec, mixed_rows
 
-from runtime.batch import parse_model_uri, resolve_input, run_batch
-from runtime.driver import run_job
 from runtime.errors import InputError, RegistryError
-from runtime.spec import parse_spec
+from runtime.inference.batch import resolve_input, run_batch
+from runtime.pipeline.driver import run_job
+from runtime.registry.uris import parse_model_uri
 
 pytestmark = pytest.mark.integration
 FEATURES = ["x1", "x2", "color"]
-
-
-def _rows(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"id": np.arange(n), "x1": rng.normal(size=n),
-                          "x2": rng.integers(0, 9, n),
-                          "color": rng.choice(["red", "green", "blue"], n)})
-    score = frame["x1"] + 0.3 * (frame["x2"] - 4) + np.where(frame["color"] == "red", 1.0, -0.5)
-    frame["label"] = np.where(score > 0.5, "yes", np.where(score > -0.5, "maybe", "no"))
-    return frame
 
 
 @pytest.fixture(scope="module")
 def model(ray_session, tmp_path_factory) -> dict:
     """A registered 3-class LogisticRegression over numeric + one-hot categorical features."""
     tmp = tmp_path_factory.mktemp("batch")
-    _rows(600, 0).drop(columns="id").to_parquet(tmp / "train.parquet")
-    spec = parse_spec({
-        "name": "it-batch", "task": "classification", "storage": str(tmp / "store"),
-        "data": {"source": {"kind": "parquet", "path": str(tmp / "train.parquet")},
-                 "target": "label", "split": {"test": 0.2, "validation": 0.0, "seed": 0},
-                 "preprocess": [{"op": "standard_scale", "columns": "numeric"},
-                                {"op": "one_hot", "columns": ["color"]}]},
-        "model": {"kind": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression",
-                  "params": {"max_iter": 500}},
-        "evaluate": {"gate": {"metric": "accuracy", "min": 0.5}},
-    })
+    mixed_rows(600, 0).drop(columns="id").to_parquet(tmp / "train.parquet")
+    spec = make_spec(
+        tmp / "store", "it-batch",
+        data={"source": {"kind": "parquet", "path": str(tmp / "train.parquet")},
+              "target": "label", "split": {"test": 0.2, "validation": 0.0, "seed": 0},
+              "preprocess": [{"op": "standard_scale", "columns": "numeric"},
+                             {"op": "one_hot", "columns": ["color"]}]},
+        model={**LOGISTIC, "params": {"max_iter": 500}},
+        evaluate={"gate": {"metric": "accuracy", "min": 0.5}})
     summary = run_job(spec, echo=lambda _: None)
     return {"storage": str(tmp / "store"), "uri": "models:/it-batch@champion",
             "version": summary.version}
@@ -59,7 +48,7 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def test_predictions_equal_the_pyfunc_model(model, tmp_path):
-    rows = _rows(1000, 1).drop(columns="label")
+    rows = mixed_rows(1000, 1).drop(columns="label")
     (tmp_path / "in").mkdir()
     rows.iloc[:400].to_parquet(tmp_path / "in" / "a.parquet")
     rows.iloc[400:].to_parquet(tmp_path / "in" / "b.parquet")
@@ -83,7 +72,7 @@ def test_predictions_equal_the_pyfunc_model(model, tmp_path):
 
 
 def test_csv_glob_and_a_subset_of_columns(model, tmp_path):
-    rows = _rows(300, 2).drop(columns="label")
+    rows = mixed_rows(300, 2).drop(columns="label")
     rows.iloc[:100].to_csv(tmp_path / "part-1.csv", index=False)
     rows.iloc[100:].to_csv(tmp_path / "part-2.csv", index=False)
 
@@ -97,14 +86,14 @@ def test_csv_glob_and_a_subset_of_columns(model, tmp_path):
 
 
 def test_missing_feature_column_fails_before_any_output(model, tmp_path):
-    _rows(50, 3).drop(columns=["label", "x2"]).to_parquet(tmp_path / "rows.parquet")
+    mixed_rows(50, 3).drop(columns=["label", "x2"]).to_parquet(tmp_path / "rows.parquet")
     with pytest.raises(InputError, match=r"missing feature columns \['x2'\]"):
         _predict(model, tmp_path / "rows.parquet", tmp_path / "out")
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
 def test_wrong_typed_column_fails_before_any_output(model, tmp_path):
-    rows = _rows(50, 4).drop(columns="label")
+    rows = mixed_rows(50, 4).drop(columns="label")
     rows["x1"] = rows["x1"].astype(str)
     rows.to_parquet(tmp_path / "rows.parquet")
     with pytest.raises(InputError, match=r"column 'x1' has type .*string.* is numeric"):
@@ -115,7 +104,7 @@ def test_wrong_typed_column_fails_before_any_output(model, tmp_path):
 def test_bad_file_found_mid_run_leaves_previous_output_intact(model, tmp_path):
     """The first csv file is fine (the up-front schema comes from it); a later one has text in
     a numeric column. The run fails naming the column and --output keeps what it held."""
-    rows = _rows(200, 5).drop(columns="label")
+    rows = mixed_rows(200, 5).drop(columns="label")
     (tmp_path / "in").mkdir()
     rows.iloc[:100].to_csv(tmp_path / "in" / "a.csv", index=False)
     bad = rows.iloc[100:].astype({"x2": object})

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runtime.preprocess import fit_state, plan_steps
+from runtime.features.apply import transform_arrow, transform_frame
+from runtime.features.fit import fit_state, plan_steps
+from runtime.features.state import PreprocessState
 from runtime.spec import Data, Impute, MinMaxScale, OneHot, StandardScale
-from runtime.transform import transform_arrow, transform_frame
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,8 @@ def _py(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _assert_same_state(ours: dict, theirs: dict) -> None:
+def _assert_same_state(state: PreprocessState, theirs: dict) -> None:
+    ours = state.to_json()  # the preprocess.json a model version holds
     assert ours.keys() == theirs.keys()
     assert ours["features"] == theirs["features"]
     for mine, stock in zip(ours["steps"], theirs["steps"], strict=True):
@@ -146,9 +148,9 @@ def test_one_pass_state_equals_the_stock_chain(ray_session):
     theirs = stock_state(_ops(OPS), _blocks(features), TYPES)
     _assert_same_state(ours, theirs)
     # the parts that are easy to get subtly wrong, spelled out
-    size = next(s for s in ours["steps"] if s["columns"] == ["size"])
-    assert size["categories"] == {"size": ["l", "m", "s"]}  # top 3 by count, then sorted
-    assert ours["steps"][2]["values"] == {"color": "red"}
+    size = next(s for s in ours.steps if s.columns == ("size",))
+    assert size.categories == {"size": ["l", "m", "s"]}  # top 3 by count, then sorted
+    assert ours.steps[2].values == {"color": "red"}
 
 
 def test_ordinal_categories_equal_the_stock_ordinal_encoder(ray_session):
@@ -157,7 +159,7 @@ def test_ordinal_categories_equal_the_stock_ordinal_encoder(ray_session):
     features = _frame(1200, seed=4).drop(columns="id")
     ours = fit_state(ops, _blocks(features), TYPES)
     _assert_same_state(ours, stock_state(ops, _blocks(features), TYPES))
-    assert ours["steps"][1]["categories"]["size"] == ["l", "m", "s", "xl", "xs", "xxl"]
+    assert ours.steps[1].categories["size"] == ["l", "m", "s", "xl", "xs", "xxl"]
 
 
 def test_one_pass_state_from_parquet_blocks(ray_session, tmp_path):

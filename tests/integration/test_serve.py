@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from collections import Counter
 
@@ -16,13 +15,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from factories import BREAST_CANCER, LOGISTIC, spec_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from load import Load  # tests/load.py
 from sklearn.datasets import load_breast_cancer
 
-from runtime import registry, serving
-from runtime.driver import run_job
+from runtime.governance.audit import Note
+from runtime.pipeline.driver import run_job
+from runtime.registry import tracking, versions
 from runtime.spec import Serve, parse_spec
+from serve_apps import config, local
 
 pytestmark = pytest.mark.integration
 NAME = "it-serve"
@@ -30,15 +33,9 @@ KEY_ENV = "MLRT_IT_SERVE_KEY"
 
 
 def _spec(storage: str, c: float, alias: str) -> dict:
-    return {
-        "name": NAME, "task": "classification", "storage": storage,
-        "data": {"source": {"kind": "sklearn", "name": "breast_cancer"}, "target": "target",
-                 "split": {"test": 0.25, "validation": 0.0, "seed": 0},
-                 "preprocess": [{"op": "standard_scale", "columns": "numeric"}]},
-        "model": {"kind": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression",
-                  "params": {"C": c, "max_iter": 300}},
-        "register": {"alias": alias},
-    }
+    return spec_data(storage, NAME, data=BREAST_CANCER,
+                     model={**LOGISTIC, "params": {"C": c, "max_iter": 300}},
+                     register={"alias": alias})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +44,7 @@ def store(ray_session, tmp_path_factory) -> dict:
     storage = str(tmp_path_factory.mktemp("serve") / "store")
     v1 = run_job(parse_spec(_spec(storage, 1.0, "champion")), echo=lambda _: None).version
     v2 = run_job(parse_spec(_spec(storage, 0.001, "staging")), echo=lambda _: None).version
-    yield {"storage": storage, "v1": v1, "v2": v2, "port": serving.free_port()}
+    yield {"storage": storage, "v1": v1, "v2": v2, "port": local.free_port()}
     from ray import serve
 
     serve.shutdown()
@@ -55,8 +52,8 @@ def store(ray_session, tmp_path_factory) -> dict:
 
 def _start(store: dict, app: str, **serve_fields) -> str:
     settings = Serve(route=f"/{app}", **serve_fields)
-    target = serving.Target(f"models:/{NAME}@champion", settings, store["storage"], app)
-    return serving.start(target, store["port"], wait=False)
+    target = config.Target(f"models:/{NAME}@champion", settings, store["storage"], app)
+    return local.start(target, store["port"], wait=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +62,7 @@ def apps(store) -> dict[str, str]:
     an open one, a strict one (API key, small payload limit, tiny queue), a canary."""
     os.environ[KEY_ENV] = "s3cret"
     _use_store(store)
-    registry.move_alias(NAME, "challenger", store["v2"])
+    versions.move_alias(NAME, "challenger", store["v2"], _note(store))
     urls = {
         "open": _start(store, "bc", batch={"max_size": 16, "wait_ms": 5}),
         "strict": _start(store, "strict", auth={"api_key_env": KEY_ENV},
@@ -75,7 +72,7 @@ def apps(store) -> dict[str, str]:
         "canary": _start(store, "canary", canary={"alias": "challenger", "weight": 0.1}),
     }
     for u in urls.values():
-        serving.wait_healthy(u, 180)
+        local.wait_healthy(u, 180)
     return urls
 
 
@@ -92,7 +89,12 @@ def _rows(n: int) -> pd.DataFrame:
 
 
 def _use_store(store: dict) -> None:
-    registry.use_store(store["storage"])
+    tracking.use_store(store["storage"])
+
+
+def _note(store: dict) -> Note:
+    """Who moves aliases in these tests (for the audit trail)."""
+    return Note(store["storage"], "it-serve", "test")
 
 
 def test_predictions_equal_the_pyfunc_model(store, url):
@@ -101,8 +103,9 @@ def test_predictions_equal_the_pyfunc_model(store, url):
     by_name = httpx.post(f"{url}/predict", json={"instances": rows.to_dict("records")},
                          timeout=30)
     assert by_list.status_code == 200, by_list.text
-    assert by_name.json() == by_list.json()
     body = by_list.json()
+    assert body.pop("request_id") == by_list.headers["x-request-id"]  # one per request
+    assert {**by_name.json(), "request_id": None} == {**body, "request_id": None}
     assert body["model"] == {"name": NAME, "version": store["v1"]}
     _use_store(store)
     expected = mlflow.pyfunc.load_model(f"models:/{NAME}/{store['v1']}").predict(rows)
@@ -215,32 +218,6 @@ def test_overload_gives_503_and_the_app_recovers(apps):
     assert after.status_code == 200
 
 
-class _Load:
-    """Requests in a loop from a few threads; records every status and served version."""
-
-    def __init__(self, url: str, threads: int = 4):
-        self.url, self.stop = url, threading.Event()
-        self.results: list[tuple[int, str | None]] = []
-        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self.stop.is_set():
-                r = client.post(f"{self.url}/predict", json={"instances": [ROW]})
-                version = r.json()["model"]["version"] if r.status_code == 200 else None
-                self.results.append((r.status_code, version))
-
-    def __enter__(self) -> _Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join()
-
-
 def _wait_for_version(url: str, version: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -252,18 +229,18 @@ def _wait_for_version(url: str, version: str, timeout_s: float = 60) -> None:
 
 def test_alias_moves_with_requests_in_flight_fail_none(store, url):
     _use_store(store)
-    with _Load(url) as load:
+    with Load(url, ROW) as load:
         time.sleep(1)
-        registry.move_alias(NAME, "champion", store["v2"])
+        versions.move_alias(NAME, "champion", store["v2"], _note(store))
         _wait_for_version(url, store["v2"])
         time.sleep(1)
-        registry.rollback(NAME, "champion")
+        versions.rollback(NAME, "champion", _note(store))
         _wait_for_version(url, store["v1"])
         time.sleep(0.5)
     statuses = Counter(s for s, _ in load.results)
-    versions = Counter(v for _, v in load.results)
+    served = Counter(v for _, v in load.results)
     assert statuses == {200: len(load.results)}, statuses
-    assert versions[store["v1"]] > 0 and versions[store["v2"]] > 0, versions
+    assert served[store["v1"]] > 0 and served[store["v2"]] > 0, served
 
 
 async def _versions(url: str, n: int) -> Counter:
@@ -282,22 +259,24 @@ async def _versions(url: str, n: int) -> Counter:
 def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store, apps):
     _use_store(store)
     url = apps["canary"]
-    registry.move_alias(NAME, "challenger", store["v2"])  # clears an earlier rollback's tag
+    # clears an earlier rollback's tag
+    versions.move_alias(NAME, "challenger", store["v2"], _note(store))
     deadline = time.monotonic() + 30
     while httpx.get(f"{url}/metadata").json()["canary"] is None and time.monotonic() < deadline:
         time.sleep(0.2)
     meta = httpx.get(f"{url}/metadata").json()
     assert meta["canary"] == {"alias": "challenger", "version": store["v2"], "weight": 0.1}
-    versions = asyncio.run(_versions(url, 1000))
-    share = versions[store["v2"]] / 1000
-    assert 0.05 <= share <= 0.15, versions
+    served = asyncio.run(_versions(url, 1000))
+    share = served[store["v2"]] / 1000
+    assert 0.05 <= share <= 0.15, served
     assert httpx.get(f"{url}/openapi.json").json()["info"]["version"] == store["v1"]
-    registry.move_alias(NAME, "champion", store["v2"])  # promote the challenger
+    versions.move_alias(NAME, "champion", store["v2"], _note(store))  # promote the challenger
     _wait_for_version(url, store["v2"])
     assert asyncio.run(_versions(url, 50)) == {store["v2"]: 50}
     # /docs describes the version now served, not the one it first rendered
     assert httpx.get(f"{url}/openapi.json").json()["info"]["version"] == store["v2"]
-    registry.rollback(NAME, "champion")  # v2 is rolled back from: no canary traffic either
+    # v2 is rolled back from: no canary traffic either
+    versions.rollback(NAME, "champion", _note(store))
     _wait_for_version(url, store["v1"])
     time.sleep(1.5)
     assert asyncio.run(_versions(url, 100)) == {store["v1"]: 100}
@@ -307,7 +286,7 @@ def test_canary_splits_traffic_promote_ends_it_rollback_returns_it(store, apps):
 def test_env_is_not_leaked_into_the_config(store, apps):
     spec = parse_spec({**_spec(store["storage"], 1.0, "champion"),
                        "serve": {"route": "/x", "auth": {"api_key_env": KEY_ENV}}})
-    text = str(serving.serve_config(spec))
+    text = str(config.serve_config(spec))
     assert "s3cret" not in text and KEY_ENV in text
     assert os.environ[KEY_ENV] == "s3cret"
 
@@ -353,3 +332,27 @@ def test_metrics_per_version_reach_prometheus(ray_session, store, url):
         time.sleep(2)
     missing = [w for w in wanted if w not in text]
     assert not missing, missing
+
+
+def test_manual_approval_leaves_the_app_alone_then_switches_it_with_no_failed_request(
+        store, url):
+    from runtime.governance import approvals
+
+    manual = {**_spec(store["storage"], 0.01, "champion"),
+              "register": {"alias": "champion", "approval": "manual"}}
+    version = run_job(parse_spec(manual), echo=lambda _: None).version
+    _use_store(store)
+    assert versions.version_by_alias(NAME, "candidate").version == version
+    time.sleep(2)  # the replicas poll every second: @candidate alone must not move them
+    assert httpx.get(f"{url}/metadata").json()["version"] == store["v1"]
+    with Load(url, ROW) as load:
+        time.sleep(1)
+        approvals.approve(store["storage"], NAME, version, "it-serve", "reviewed")
+        _wait_for_version(url, version)
+        time.sleep(0.5)
+    statuses = Counter(s for s, _ in load.results)
+    served = [v for _, v in load.results]
+    assert statuses == {200: len(load.results)}, statuses
+    assert served[0] == store["v1"] and served[-1] == version, Counter(served)
+    versions.rollback(NAME, "champion", _note(store))  # v1 serves again for what follows
+    _wait_for_version(url, store["v1"])

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from factories import LOGISTIC, make_spec, spec_data
 
-from runtime.data import load_table
-from runtime.driver import run_job
+from runtime.data.table import load_table
 from runtime.errors import InputError
+from runtime.pipeline.driver import run_job
 from runtime.spec import Data, parse_spec
 
 pytestmark = pytest.mark.integration
@@ -57,27 +58,23 @@ def test_missing_source_path_is_a_clear_error(ray_session, tmp_path):
 
 def test_categorical_parquet_job_with_one_hot(ray_session, tmp_path, frame):
     frame.to_parquet(tmp_path / "data.parquet")
-    spec = parse_spec({
-        "name": "it-colors", "task": "classification", "storage": str(tmp_path / "store"),
-        "data": {"source": {"kind": "parquet", "path": str(tmp_path / "data.parquet")},
-                 "target": "label",
-                 "preprocess": [{"op": "impute"}, {"op": "standard_scale"},
-                                {"op": "one_hot", "columns": ["color"]}]},
-        "model": {"kind": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression"},
-    })
+    spec = make_spec(
+        tmp_path / "store", "it-colors", model=LOGISTIC,
+        data={"source": {"kind": "parquet", "path": str(tmp_path / "data.parquet")},
+              "target": "label",
+              "preprocess": [{"op": "impute"}, {"op": "standard_scale"},
+                             {"op": "one_hot", "columns": ["color"]}]})
     summary = run_job(spec, echo=lambda _: None)
     assert summary.verdict.passed and 0.0 <= summary.metrics["accuracy"] <= 1.0
 
 
 def test_regression_torch_job(ray_session, tmp_path):
-    spec = parse_spec({
-        "name": "it-diabetes", "task": "regression", "storage": str(tmp_path / "store"),
-        "data": {"source": {"kind": "sklearn", "name": "diabetes"},
-                 "preprocess": [{"op": "standard_scale"}]},
-        "model": {"kind": "torch_mlp", "hidden": [32]},
-        "train": {"epochs": 30, "lr": 0.01, "batch_size": 32, "workers": 1},
-        "evaluate": {"gate": {"metric": "rmse", "min": 70.0}},  # predicting the mean: ~77
-    })
+    spec = make_spec(
+        tmp_path / "store", "it-diabetes", task="regression",
+        data={"source": {"kind": "sklearn", "name": "diabetes"},
+              "preprocess": [{"op": "standard_scale"}]},
+        train={"epochs": 30, "lr": 0.01, "batch_size": 32, "workers": 1},
+        evaluate={"gate": {"metric": "rmse", "min": 70.0}})  # predicting the mean: ~77
     summary = run_job(spec, echo=lambda _: None)
     assert set(summary.metrics) == {"rmse", "mae", "r2"}
     assert summary.verdict.passed and summary.metrics["r2"] > 0.2
@@ -90,15 +87,12 @@ def _people(tmp_path, on_fail: str) -> dict:
                           "label": rng.integers(0, 2, 400)})
     frame.loc[:4, "age"] = [-1, 150, 200, -5, 300]  # five impossible ages
     frame.to_parquet(tmp_path / "people.parquet")
-    return {
-        "name": f"it-checks-{on_fail.replace('_', '-')}", "task": "classification",
-        "storage": str(tmp_path / "store"),
-        "data": {"source": {"kind": "parquet", "path": str(tmp_path / "people.parquet")},
-                 "target": "label", "preprocess": [{"op": "standard_scale"}],
-                 "checks": {"min_rows": 100, "on_fail": on_fail,
-                            "columns": {"age": {"dtype": "numeric", "min": 0, "max": 120}}}},
-        "model": {"kind": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression"},
-    }
+    return spec_data(
+        tmp_path / "store", f"it-checks-{on_fail.replace('_', '-')}", model=LOGISTIC,
+        data={"source": {"kind": "parquet", "path": str(tmp_path / "people.parquet")},
+              "target": "label", "preprocess": [{"op": "standard_scale"}],
+              "checks": {"min_rows": 100, "on_fail": on_fail,
+                         "columns": {"age": {"dtype": "numeric", "min": 0, "max": 120}}}})
 
 
 def test_failed_checks_stop_and_leave_a_sample_in_the_run(ray_session, tmp_path):
@@ -136,8 +130,8 @@ def test_synthetic_source_is_generated_in_parallel_and_deterministic(ray_session
     import pyarrow as pa
     import ray
 
-    from runtime import data
-    from runtime.scan import frame_fingerprint
+    from runtime.data import sources as data
+    from runtime.data.scan import frame_fingerprint
     from runtime.spec import SyntheticSource
 
     def rows(source):

@@ -12,29 +12,21 @@ import mlflow
 import pytest
 import torch
 import yaml
+from factories import spec_data
 from safetensors.torch import load_file
 
-from runtime import registry
-from runtime.driver import run_job
+from runtime.pipeline.driver import run_job
+from runtime.registry import tracking
 from runtime.spec import parse_spec
 
 pytestmark = pytest.mark.integration
 
 
 def _spec(tmp_path: Path, name: str, tune: dict, train: dict | None = None) -> dict:
-    return {
-        "name": name,
-        "task": "classification",
-        "storage": str(tmp_path / "store"),
-        "data": {"source": {"kind": "sklearn", "name": "digits"},
-                 "split": {"test": 0.2, "validation": 0.1, "seed": 7},
-                 "preprocess": [{"op": "standard_scale"}]},
-        "model": {"kind": "torch_mlp", "hidden": [32]},
-        "train": {"epochs": 3, "batch_size": 64, "lr": 0.005, "workers": 1,
-                  **(train or {})},
-        "tune": {"metric": "val_accuracy", "mode": "max", "concurrent": 2, **tune},
-        "evaluate": {"gate": {"metric": "accuracy", "min": 0.5}},
-    }
+    return spec_data(tmp_path / "store", name,
+                     tune={"metric": "val_accuracy", "mode": "max", "concurrent": 2, **tune},
+                     evaluate={"gate": {"metric": "accuracy", "min": 0.5}},
+                     set={f"train.{k}": v for k, v in (train or {}).items()})
 
 
 def _children(run_id: str) -> list:
@@ -79,7 +71,7 @@ def test_asha_random_search_registers_the_best_trials_checkpoint(ray_session, tm
     assert "tune" not in best_spec
 
     # the registered model's weights are the best trial's checkpoint, bit for bit
-    registry.use_store(str(tmp_path / "store"))
+    tracking.use_store(str(tmp_path / "store"))
     model = mlflow.pyfunc.load_model("models:/it-tune-asha@champion")
     registered = load_file(Path(model._model_impl.context.artifacts["model_dir"])
                            / "model.safetensors")

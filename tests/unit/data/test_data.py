@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runtime.data import load_table, select_features, split_frame, synthetic_chunk
+from runtime.data.scan import assign_splits, check_frame
+from runtime.data.scan import frame_fingerprint as fingerprint
+from runtime.data.sources import synthetic_chunk
+from runtime.data.table import load_table, select_features, split_frame
 from runtime.errors import DataCheckError, InputError
-from runtime.scan import assign_splits, check_frame
-from runtime.scan import frame_fingerprint as fingerprint
 from runtime.spec import Checks, Data, Split
 
 
@@ -165,7 +166,7 @@ def test_checks_on_unknown_column_name_it(people):
 
 
 def test_profile_describes_each_feature():
-    from runtime.profile import profile_frame
+    from runtime.data.profile import profile_frame
 
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, None], "c": ["a", "b", "a", None, "a"]})
     profile = profile_frame(frame, {"x": "numeric", "c": "categorical"})

@@ -8,23 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import InputError
-from runtime.preflight import (
+from runtime.cluster.preflight import (
     ClusterResources,
     UploadSize,
     job_tracking_uri,
     preflight,
     storage_warning,
 )
-from runtime.spec import load_spec
-from runtime.submit import (
+from runtime.cluster.submit import (
     auth_token,
     entrypoint,
     job_excludes,
     measure_upload,
 )
+from runtime.errors import InputError
+from runtime.spec import load_spec
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 ONE_NODE = ClusterResources(node_cpus=(8.0,), node_gpus=(0.0,))
 TWO_NODES = ClusterResources(node_cpus=(4.0, 4.0), node_gpus=(0.0, 1.0))
 SMALL_UPLOAD = UploadSize(total=1000, by_entry={"jobs": 1000}, limit=512 * 1024**2)
@@ -165,7 +165,7 @@ def test_where_it_runs_does_not_change_the_spec_hash():
 
 def test_an_address_that_is_not_a_job_server_is_a_clear_error():
     """Ray's client raises RuntimeError when something else answers (e.g. Serve on :8000)."""
-    from runtime.submit import _connect
+    from runtime.cluster.submit import _connect
 
     class NotRay:
         def __init__(self, address, headers=None):
@@ -177,7 +177,7 @@ def test_an_address_that_is_not_a_job_server_is_a_clear_error():
 
 
 def test_object_store_size_comes_from_the_env_or_the_memory_ray_sees(monkeypatch):
-    from runtime.cluster import DEFAULT_OBJECT_STORE_BYTES, default_object_store_bytes
+    from runtime.cluster.connect import DEFAULT_OBJECT_STORE_BYTES, default_object_store_bytes
 
     monkeypatch.setenv("MLRT_OBJECT_STORE_BYTES", "2G")
     with pytest.raises(InputError, match="MLRT_OBJECT_STORE_BYTES: expected a number of bytes, "

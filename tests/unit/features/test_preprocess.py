@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from runtime.errors import InputError
-from runtime.preprocess import plan_steps
+from runtime.features.apply import output_columns, transform_frame
+from runtime.features.fit import plan_steps
+from runtime.features.state import PreprocessState
 from runtime.spec import Data
-from runtime.transform import output_columns, transform_frame
 
 TYPES = {"size": "numeric", "weight": "numeric", "color": "categorical"}
 
@@ -37,7 +38,7 @@ def test_plan_errors_name_the_op_and_columns():
         plan_steps(_ops({"op": "standard_scale"}), TYPES)
 
 
-STATE = {
+STATE = PreprocessState.from_json({
     "version": 1,
     "features": ["size", "color", "weight"],
     "feature_types": {"size": "numeric", "color": "categorical", "weight": "numeric"},
@@ -48,7 +49,7 @@ STATE = {
          "max": {"weight": 10.0}},
         {"op": "one_hot", "columns": ["color"], "categories": {"color": ["blue", "red"]}},
     ],
-}
+})
 
 
 def test_transform_applies_steps_in_order():
@@ -69,11 +70,12 @@ def test_transform_names_missing_columns():
 # --- the one-pass fit (statistics per block, combined, replayed through the steps) ----------
 
 
-def _one_pass(frame: pd.DataFrame, ops: list, types: dict, blocks: int = 3) -> dict:
+def _one_pass(frame: pd.DataFrame, ops: list, types: dict,
+              blocks: int = 3) -> PreprocessState:
     """fit_state without Ray: partial_stats per block, combined on the 'driver'."""
     import pyarrow as pa
 
-    from runtime.preprocess import combine_partials, partial_stats, stat_plan, state_from_stats
+    from runtime.features.fit import combine_partials, partial_stats, stat_plan, state_from_stats
 
     steps = plan_steps(ops, types)
     plan = stat_plan(steps, types)
@@ -99,16 +101,16 @@ def test_one_pass_state_equals_fitting_the_steps_in_order():
     # the same steps done one after another on the whole frame
     filled = frame["size"].fillna(frame["size"].mean())
     scaled = (filled - filled.mean()) / filled.std(ddof=0)
-    impute, scale, minmax, onehot = state["steps"][0], state["steps"][2], state["steps"][3], \
-        state["steps"][4]
-    assert impute["values"]["size"] == pytest.approx(frame["size"].mean(), rel=1e-12)
-    assert scale["mean"]["size"] == pytest.approx(filled.mean(), rel=1e-12)
-    assert scale["std"]["size"] == pytest.approx(filled.std(ddof=0), rel=1e-12)
-    assert scale["std"]["weight"] == pytest.approx(frame["weight"].std(ddof=0), rel=1e-12)
-    assert minmax["min"]["size"] == pytest.approx(scaled.min(), rel=1e-12)
-    assert minmax["max"]["size"] == pytest.approx(scaled.max(), rel=1e-12)
-    assert onehot["categories"] == {"color": ["blue", "n/a", "red"]}
-    assert state["steps"][1]["values"] == {"color": "n/a"}
+    impute, scale, minmax, onehot = state.steps[0], state.steps[2], state.steps[3], \
+        state.steps[4]
+    assert impute.values["size"] == pytest.approx(frame["size"].mean(), rel=1e-12)
+    assert scale.mean["size"] == pytest.approx(filled.mean(), rel=1e-12)
+    assert scale.std["size"] == pytest.approx(filled.std(ddof=0), rel=1e-12)
+    assert scale.std["weight"] == pytest.approx(frame["weight"].std(ddof=0), rel=1e-12)
+    assert minmax.min["size"] == pytest.approx(scaled.min(), rel=1e-12)
+    assert minmax.max["size"] == pytest.approx(scaled.max(), rel=1e-12)
+    assert onehot.categories == {"color": ["blue", "n/a", "red"]}
+    assert state.steps[1].values == {"color": "n/a"}
 
 
 def test_one_pass_moments_stay_accurate_with_a_large_mean():
@@ -116,7 +118,7 @@ def test_one_pass_moments_stay_accurate_with_a_large_mean():
     frame = pd.DataFrame({"size": 1e9 + rng.normal(0, 0.01, 3000), "weight": np.arange(3000.0),
                           "color": "red"})
     state = _one_pass(frame, _ops({"op": "standard_scale"}, {"op": "one_hot"}), TYPES, blocks=7)
-    assert state["steps"][0]["std"]["size"] == pytest.approx(frame["size"].std(ddof=0), rel=1e-6)
+    assert state.steps[0].std["size"] == pytest.approx(frame["size"].std(ddof=0), rel=1e-6)
 
 
 def test_one_hot_keeps_the_most_frequent_categories_sorted():
@@ -124,11 +126,11 @@ def test_one_hot_keeps_the_most_frequent_categories_sorted():
     frame = pd.DataFrame({"size": 1.0, "weight": 1.0, "color": color})
     state = _one_pass(frame, _ops({"op": "one_hot", "max_categories": 2}), TYPES)
     # red (5), then green and blue tie at 3: the smaller value wins, so blue
-    assert state["steps"][0]["categories"] == {"color": ["blue", "red"]}
+    assert state.steps[0].categories == {"color": ["blue", "red"]}
     state = _one_pass(frame, _ops({"op": "impute", "columns": ["color"],
                                    "strategy": "most_frequent"}, {"op": "one_hot"}), TYPES)
-    assert state["steps"][0]["values"] == {"color": "red"}
-    assert state["steps"][1]["categories"] == {"color": ["amber", "blue", "green", "red"]}
+    assert state.steps[0].values == {"color": "red"}
+    assert state.steps[1].categories == {"color": ["amber", "blue", "green", "red"]}
 
 
 def test_one_pass_refuses_what_the_stock_preprocessors_cannot_fit():
@@ -146,17 +148,17 @@ def test_one_pass_refuses_what_the_stock_preprocessors_cannot_fit():
 def test_all_null_column_scales_to_nan_like_the_stock_scaler():
     frame = pd.DataFrame({"size": [np.nan, np.nan], "weight": [1.0, 3.0], "color": "red"})
     state = _one_pass(frame, _ops({"op": "standard_scale"}, {"op": "one_hot"}), TYPES, blocks=2)
-    assert state["steps"][0]["mean"] == {"size": None, "weight": 2.0}
-    assert state["steps"][0]["std"] == {"size": None, "weight": 1.0}
+    assert state.steps[0].mean == {"size": None, "weight": 2.0}
+    assert state.steps[0].std == {"size": None, "weight": 1.0}
 
 
 # --- the Arrow streaming transform ------------------------------------------------------------
 
 
-def _arrow_x(state: dict, frame: pd.DataFrame) -> np.ndarray:
+def _arrow_x(state: PreprocessState, frame: pd.DataFrame) -> np.ndarray:
     import pyarrow as pa
 
-    from runtime.transform import transform_arrow
+    from runtime.features.apply import transform_arrow
 
     out = transform_arrow(pa.Table.from_pandas(frame, preserve_index=False), state, label="y")
     assert out.column("y").to_pylist() == frame["y"].tolist()
@@ -172,10 +174,11 @@ def test_arrow_transform_equals_transform_frame():
 
 
 def test_arrow_transform_one_hot_of_a_numeric_column_and_the_pandas_fallback():
-    state = {"version": 1, "features": ["size", "color"],
-             "feature_types": {"size": "numeric", "color": "numeric"},
-             "steps": [{"op": "one_hot", "columns": ["color"], "categories": {"color": [1, 3]}},
-                       {"op": "impute", "columns": ["size"], "values": {"size": 0.5}}]}
+    state = PreprocessState.from_json({
+        "version": 1, "features": ["size", "color"],
+        "feature_types": {"size": "numeric", "color": "numeric"},
+        "steps": [{"op": "one_hot", "columns": ["color"], "categories": {"color": [1, 3]}},
+                  {"op": "impute", "columns": ["size"], "values": {"size": 0.5}}]})
     frame = pd.DataFrame({"size": [1.0, None, 3.0], "color": [3, 2, 1], "y": ["a", "b", "c"]})
     np.testing.assert_array_equal(_arrow_x(state, frame), transform_frame(state, frame))
     # a text column where the state expects numbers: transform_frame decides (NaN)
@@ -208,12 +211,12 @@ def test_stateless_steps_feed_the_statistics_of_later_steps():
     filled = frame["size"].fillna(frame["size"].mean())
     logged = _signed_log1p(filled.clip(2.0, 40.0))
     weight = _signed_log1p(frame["weight"])
-    scale = state["steps"][4]
-    assert scale["mean"]["size"] == pytest.approx(logged.mean(), rel=1e-12)
-    assert scale["std"]["size"] == pytest.approx(logged.std(ddof=0), rel=1e-12)
-    assert scale["mean"]["weight"] == pytest.approx(weight.mean(), rel=1e-12)
-    assert state["steps"][1] == {"op": "clip", "columns": ["size"], "min": 2.0, "max": 40.0}
-    assert state["steps"][5]["categories"] == {"color": ["blue", "red"]}
+    scale = state.steps[4]
+    assert scale.mean["size"] == pytest.approx(logged.mean(), rel=1e-12)
+    assert scale.std["size"] == pytest.approx(logged.std(ddof=0), rel=1e-12)
+    assert scale.mean["weight"] == pytest.approx(weight.mean(), rel=1e-12)
+    assert state.steps[1].to_json() == {"op": "clip", "columns": ["size"], "min": 2.0, "max": 40.0}
+    assert state.steps[5].categories == {"color": ["blue", "red"]}
 
     # and the transform does the same arithmetic
     x = transform_frame(state, frame)
@@ -223,11 +226,11 @@ def test_stateless_steps_feed_the_statistics_of_later_steps():
 
 
 def test_ordinal_and_hash_bucket_encode_unseen_and_missing_values():
-    state = {"version": 1, "features": ["color", "city"],
-             "feature_types": {"color": "categorical", "city": "categorical"},
-             "steps": [{"op": "ordinal", "columns": ["color"],
-                        "categories": {"color": ["blue", "red"]}},
-                       {"op": "hash_bucket", "columns": ["city"], "buckets": 4}]}
+    state = PreprocessState.from_json({
+        "version": 1, "features": ["color", "city"],
+        "feature_types": {"color": "categorical", "city": "categorical"},
+        "steps": [{"op": "ordinal", "columns": ["color"], "categories": {"color": ["blue", "red"]}},
+                  {"op": "hash_bucket", "columns": ["city"], "buckets": 4}]})
     assert output_columns(state) == ["color", "city#0", "city#1", "city#2", "city#3"]
     frame = pd.DataFrame({"color": ["red", "blue", "mauve", None],
                           "city": ["Oslo", "Lima", "Oslo", None]})
@@ -238,7 +241,7 @@ def test_ordinal_and_hash_bucket_encode_unseen_and_missing_values():
 
 
 def test_hash_buckets_are_stable_and_spread():
-    from runtime.transform import bucket_of
+    from runtime.features.apply import bucket_of
 
     # pinned: a change of hash would silently re-map every served category
     assert [bucket_of(v, 16) for v in ("red", "Oslo", 3)] == [13, 13, 14]
@@ -277,8 +280,9 @@ def test_arrow_transform_equals_transform_frame_for_every_op():
                     "fill_value": "none"}, encoder)
         state = _one_pass(frame.drop(columns="y"), ops, TYPES)
         np.testing.assert_array_equal(_arrow_x(state, frame), transform_frame(state, frame))
-    numeric = {"version": 1, "features": ["weight"], "feature_types": {"weight": "numeric"},
-               "steps": [{"op": "hash_bucket", "columns": ["weight"], "buckets": 7}]}
+    numeric = PreprocessState.from_json({
+        "version": 1, "features": ["weight"], "feature_types": {"weight": "numeric"},
+        "steps": [{"op": "hash_bucket", "columns": ["weight"], "buckets": 7}]})
     np.testing.assert_array_equal(_arrow_x(numeric, frame), transform_frame(numeric, frame))
 
 
@@ -286,7 +290,7 @@ def test_numeric_rows_transform_equals_transform_frame():
     """Serving's pandas-free path (transform_numeric / Predictor.predict_rows) gives
     transform_frame's numbers for every numeric op, nulls and unfitted columns included; a
     state with an encoder still goes through pandas and gives the same numbers."""
-    from runtime.transform import transform_numeric
+    from runtime.features.apply import transform_numeric
 
     rng = np.random.default_rng(4)
     frame = pd.DataFrame({"size": rng.normal(0, 5, 200), "weight": rng.integers(-3, 9, 200)})
@@ -299,11 +303,11 @@ def test_numeric_rows_transform_equals_transform_frame():
         _ops({"op": "hash_bucket", "columns": ["weight"], "buckets": 4}),
     ):
         state = _one_pass(frame, ops, types)
-        x = transform_numeric(state, frame[state["features"]].to_numpy(dtype=np.float64))
+        x = transform_numeric(state, frame[list(state.features)].to_numpy(dtype=np.float64))
         assert x.dtype == np.float32 and x.flags.c_contiguous  # as the model saw in training
         np.testing.assert_array_equal(x, transform_frame(state, frame))
     all_null = _one_pass(frame.assign(size=np.nan), _ops({"op": "standard_scale"}), types)
-    rows = frame[all_null["features"]].to_numpy(dtype=np.float64)
+    rows = frame[list(all_null.features)].to_numpy(dtype=np.float64)
     np.testing.assert_array_equal(transform_numeric(all_null, rows),
                                   transform_frame(all_null, frame))
     with pytest.raises(InputError, match="expected rows of 2 values"):

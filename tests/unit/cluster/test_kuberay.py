@@ -10,12 +10,12 @@ import jsonschema
 import pytest
 import yaml
 
+from runtime.cluster.kuberay import k8s_name, render_rayjob, render_rayservice
 from runtime.errors import InputError
-from runtime.kuberay import k8s_name, render_rayjob, render_rayservice
 from runtime.spec import load_spec
 
-ROOT = Path(__file__).parents[2]
-SCHEMA = json.loads((Path(__file__).with_name("data") / "kuberay_crd_schema.json").read_text())
+ROOT = Path(__file__).parents[3]
+SCHEMA = json.loads((ROOT / "tests" / "data" / "kuberay_crd_schema.json").read_text())
 # A hand-written Serve config in the shape `serve build` writes (the serving side owns the real
 # one): rendering must carry it through unchanged.
 SERVE_CONFIG = {

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+from factories import make_spec
 
-from runtime import registry
-from runtime.driver import _start_run
 from runtime.errors import InputError
-from runtime.spec import parse_spec
+from runtime.pipeline.driver import _start_run
+from runtime.registry import tracking
 
 
 def test_resume_refuses_runs_it_cannot_continue_and_reopens_the_right_one(tmp_path,
                                                                          monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # use_store sets it; restored afterwards
     storage = str(tmp_path / "store")
-    spec = parse_spec({"name": "r", "task": "classification", "storage": storage,
-                       "data": {"source": {"kind": "sklearn", "name": "digits"}},
-                       "model": {"kind": "torch_mlp"},
-                       "tune": {"space": {"train.lr": {"loguniform": [1e-4, 1e-1]}}}})
-    registry.use_store(storage)
-    experiment = registry.experiment_id(spec.name, storage)
+    spec = make_spec(storage, "r", tune={"space": {"train.lr": {"loguniform": [1e-4, 1e-1]}}})
+    tracking.use_store(storage)
+    experiment = tracking.experiment_id(spec.name, storage)
     client = mlflow.MlflowClient()
     same = {"mlrt.spec_hash": spec.spec_hash()}
 

@@ -163,7 +163,7 @@ def test_missing_file_and_non_mapping(tmp_path):
 def test_shipped_specs_are_valid():
     from pathlib import Path
 
-    jobs = sorted(Path(__file__).parents[2].joinpath("jobs").glob("*.yaml"))
+    jobs = sorted(Path(__file__).parents[3].joinpath("jobs").glob("*.yaml"))
     assert jobs, "no shipped job specs found"
     for job in jobs:
         load_spec(job)
@@ -176,10 +176,47 @@ def test_json_schema_describes_sections():
 
 
 def test_the_recorded_spec_keeps_env_var_names_but_not_their_values():
-    from runtime.driver import recorded_spec
+    from runtime.pipeline.record import recorded_spec
 
     spec = parse_spec({**GOOD, "runtime": {"env_vars": {"AWS_SECRET_ACCESS_KEY": "hunter2"}}})
     recorded = recorded_spec(spec)
     assert recorded["runtime"]["env_vars"] == {"AWS_SECRET_ACCESS_KEY": "***"}
     assert "hunter2" not in yaml.safe_dump(recorded)
     assert recorded["train"] == spec.model_dump(mode="json")["train"]
+
+
+GOVERNANCE_BAD = [
+    (_with(evaluate__slices=["sex", "sex"]), "evaluate.slices: columns listed twice: ['sex']"),
+    (_with(evaluate__min_slice_rows=0), "evaluate.min_slice_rows: must be >= 1, got 0"),
+    (_with(evaluate__gate={"metric": "accuracy", "max_slice_gap": -0.1}),
+     "evaluate.gate.max_slice_gap: must be >= 0, got -0.1"),
+    (_with(evaluate__gate={"metric": "accuracy", "max_slice_gap": 0.05}),
+     "evaluate.gate.max_slice_gap: needs evaluate.slices"),
+    (_with(register={"approval": "sometimes"}),
+     "register.approval: must be 'auto' or 'manual', got 'sometimes'"),
+    (_with(register={"alias": "candidate"}), "register.alias: 'candidate' is the alias of "
+                                             "versions waiting for approval"),
+    (_with(card={"owner": "me", "intended": "x"}), "card.intended: unknown field 'intended'"),
+]
+
+
+@pytest.mark.parametrize("raw, message", GOVERNANCE_BAD)
+def test_governance_fields_are_validated_naming_the_field(raw, message):
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert any(message in e for e in info.value.errors), info.value.errors
+
+
+def test_governance_fields_parse_and_leave_old_hashes_alone():
+    spec = parse_spec(_with(evaluate__slices=["sex"], evaluate__min_slice_rows=5,
+                            evaluate__gate={"metric": "accuracy", "max_slice_gap": 0.05},
+                            register={"approval": "manual"},
+                            card={"owner": "risk team", "description": "<b>digits</b>"}))
+    assert spec.evaluate.slices == ["sex"] and spec.register.approval == "manual"
+    assert spec.card.owner == "risk team"
+    plain = parse_spec(GOOD)
+    # set to their defaults, the new fields hash as if absent (older runs keep their hash)
+    same = parse_spec(_with(evaluate__slices=[], register={"approval": "auto"},
+                            card={"owner": "someone"}))
+    assert same.spec_hash() == plain.spec_hash()
+    assert spec.spec_hash() != plain.spec_hash()

@@ -10,13 +10,16 @@ import pandas as pd
 import pytest
 
 from runtime.errors import InputError, UnsafeModelError
-from runtime.inference import Predictor, save_model_dir
-from runtime.models import build_model
+from runtime.features.state import PreprocessState
+from runtime.inference.predictor import Predictor
+from runtime.registry.model_dir import ModelMeta, save_model_dir
 from runtime.spec import PythonModel, SklearnModel, TorchMLP
+from runtime.training.models import build_model
 
-STATE = {"version": 1, "features": ["a", "b"], "feature_types": {"a": "numeric", "b": "numeric"},
-         "steps": [{"op": "standard_scale", "columns": ["a", "b"], "mean": {"a": 1.0, "b": 0.0},
-                    "std": {"a": 2.0, "b": 1.0}}]}
+STATE = PreprocessState.from_json({
+    "version": 1, "features": ["a", "b"], "feature_types": {"a": "numeric", "b": "numeric"},
+    "steps": [{"op": "standard_scale", "columns": ["a", "b"], "mean": {"a": 1.0, "b": 0.0},
+               "std": {"a": 2.0, "b": 1.0}}]})
 
 
 @pytest.fixture
@@ -32,7 +35,7 @@ def _meta(framework, spec=None, n_out=2):
             "features": ["a", "b"], "target": "t"}
     if spec is not None:
         meta["architecture"] = {"spec": spec.model_dump(mode="json"), "n_in": 2, "n_out": n_out}
-    return meta
+    return ModelMeta.from_json(meta)
 
 
 def test_sklearn_round_trip_through_skops(tmp_path, rows):

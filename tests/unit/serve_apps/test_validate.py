@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from runtime.spec import parse_spec
+from serve_apps.openapi import predict_body, row_object
 from serve_apps.predictor import deployment_options
-from serve_apps.validate import BadRequest, Features, parse_body, request_schema
+from serve_apps.validate import BadRequest, Features, parse_body
 
 NUMERIC = Features(("a", "b"), frozenset(), frozenset())
 MIXED = Features(("x", "color"), frozenset({"color"}), frozenset({"x"}))
@@ -54,9 +55,13 @@ def test_huge_numbers_are_a_422_or_a_category_never_a_crash():
     assert parse_body(_body([1.0, 10**400]), MIXED) == [[1.0, 10**400]]
     with pytest.raises(BadRequest, match=r"instances\[0\]: feature 'x' must be a finite number"):
         parse_body(_body([10**400, "red"]), MIXED)
-    # a finite float is accepted the same whether or not the model has categorical features
-    assert parse_body(_body([1e301, "red"]), MIXED) == [[1e301, "red"]]
-    np.testing.assert_array_equal(parse_body(_body([1e301, 1]), NUMERIC), [[1e301, 1]])
+    # the same bound whether or not the model has categorical features, exact for big ints
+    assert parse_body(_body([1e19, "red"]), MIXED) == [[1e19, "red"]]
+    np.testing.assert_array_equal(parse_body(_body([-1e19, 10**19]), NUMERIC), [[-1e19, 1e19]])
+    for features, row in ((MIXED, [1e301, "red"]), (NUMERIC, [1e301, 1]),
+                          (NUMERIC, [1, 10**19 + 1]), (MIXED, [10**19 + 1, "red"])):
+        with pytest.raises(BadRequest, match="must be a finite number within ±1e\\+19"):
+            parse_body(_body(row), features)
 
 
 def test_categorical_feature_rejects_objects():
@@ -65,10 +70,10 @@ def test_categorical_feature_rejects_objects():
 
 
 def test_request_schema_is_generated_from_the_features():
-    schema = request_schema(MIXED)
-    row = schema["defs"]["Row"]
+    row = row_object(MIXED)
     assert set(row["properties"]) == {"x", "color"} and row["additionalProperties"] is False
-    assert schema["body"]["properties"]["instances"]["minItems"] == 1
+    assert row["properties"]["x"]["type"] == ["number", "null"]  # imputed: may be null
+    assert predict_body()["properties"]["instances"]["minItems"] == 1
 
 
 def test_deployment_options_follow_the_serve_spec():

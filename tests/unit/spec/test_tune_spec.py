@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runtime.spec import SpecError, parse_spec
-from runtime.tune import TrialRecord, max_epochs, param_space, top_table, trial_spec
+from runtime.training.tune import TrialRecord, max_epochs, param_space, top_table, trial_spec
 
 BASE = {
     "name": "t",

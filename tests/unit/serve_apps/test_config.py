@@ -1,0 +1,68 @@
+"""Unit: several models in one Serve config, one app each, and the route clashes refused before
+Ray starts (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+from factories import make_spec
+
+from runtime.errors import InputError
+from runtime.spec import Serve
+from serve_apps.config import Target, check_targets, config_for, serve_config
+
+
+def _target(name: str, route: str, source: str = "") -> Target:
+    return Target(f"models:/{name}@champion", Serve(route=route), ".mlrt", name,
+                  source or f"jobs/{name}.yaml")
+
+
+def test_two_specs_give_one_config_with_an_app_each(tmp_path):
+    from ray.serve.schema import ServeDeploySchema
+
+    a = make_spec(tmp_path, "a", serve={"route": "/a", "replicas": {"min": 1, "max": 3}})
+    b = make_spec(tmp_path, "b", serve={"route": "/b", "canary": {"weight": 0.2}})
+    config = serve_config(a, b)
+    ServeDeploySchema.model_validate(config)  # what `serve deploy` / `serve run` check
+    apps = {app["name"]: app for app in config["applications"]}
+    assert [apps["a"]["route_prefix"], apps["b"]["route_prefix"]] == ["/a", "/b"]
+    assert apps["a"]["deployments"][0]["autoscaling_config"]["max_replicas"] == 3
+    assert apps["b"]["args"]["serve"]["canary"]["weight"] == 0.2
+    assert serve_config(a)["applications"] == [apps["a"]]  # one spec: as before
+
+
+@pytest.mark.parametrize("routes", [("/a", "/a"), ("/a", "/a/"), ("/a", "/a/v2"), ("/", "/b")])
+def test_route_clashes_name_both_specs(routes):
+    with pytest.raises(InputError) as e:
+        check_targets([_target("m1", routes[0]), _target("m2", routes[1])])
+    assert "jobs/m1.yaml and jobs/m2.yaml clash" in str(e.value)
+
+
+def test_apps_may_share_a_prefix_of_characters_not_of_paths():
+    check_targets([_target("m1", "/a"), _target("m2", "/ab"), _target("m3", "/b/c")])
+
+
+def test_one_model_twice_is_refused_naming_both():
+    with pytest.raises(InputError, match="jobs/x.yaml and jobs/y.yaml are both app 'm'"):
+        check_targets([_target("m", "/x", "jobs/x.yaml"), _target("m", "/y", "jobs/y.yaml")])
+
+
+def test_bare_uris_among_several_get_a_route_of_their_own(tmp_path):
+    from serve_apps.config import targets_for
+
+    one = targets_for(["models:/m1@champion"])
+    assert one[0].route == "/"  # alone: as before
+    routes = [t.route for t in targets_for(["models:/m1@champion", "models:/m.2/3"])]
+    assert routes == ["/m1", "/m-2"]
+    with pytest.raises(InputError, match="--model: replaces the model of one spec, got 2"):
+        targets_for(["models:/a@x", "models:/b@x"], model_uri="models:/c/1")
+
+
+def test_api_keys_reach_only_a_config_sent_to_a_cluster(monkeypatch):
+    monkeypatch.setenv("KEY_A", "s3cret")
+    keyed = Target("models:/a@champion", Serve(route="/a", auth={"api_key_env": "KEY_A"}),
+                   ".mlrt", "a")
+    sent = config_for([keyed, _target("b", "/b")], 8000, {}, with_secrets=True)
+    env = [app["deployments"][0]["ray_actor_options"].get("runtime_env", {})
+           for app in sent["applications"]]
+    assert env == [{"env_vars": {"KEY_A": "s3cret"}}, {}]
+    assert "s3cret" not in str(config_for([keyed], 8000, {}))
