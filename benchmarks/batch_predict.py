@@ -9,8 +9,8 @@ LogisticRegression) is registered in a temp store; the input is `--rows` rows of
 synthetic features in one parquet file; a local Ray is started.
 
 Timed, each from the model's files to parquet on disk with predictions and probabilities:
-- mlrt: `runtime.batch.run_batch` (what `mlrt predict` runs after Ray is up): Ray Data read,
-  per-block type check, a fixed pool of `--actors` model actors, parquet write, atomic rename.
+- mlrt: `runtime.inference.batch.run_batch` (what `mlrt predict` runs after Ray is up): Ray Data
+  read, per-block type check, a fixed pool of `--actors` model actors, parquet write, atomic rename.
 - pandas: one process: Predictor.load, pd.read_parquet, Predictor.predict_frame over chunks of
   `--batch-size` rows, concat with the input, to_parquet.
 
@@ -36,8 +36,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from runtime.batch import fetch_model, run_batch  # noqa: E402
-from runtime.inference import Predictor  # noqa: E402
+from runtime.inference.batch import run_batch  # noqa: E402
+from runtime.inference.predictor import Predictor  # noqa: E402
+from runtime.registry.model_dir import fetch_model  # noqa: E402
 
 NAME = "bench-batch"
 MODELS = {
@@ -48,7 +49,7 @@ MODELS = {
 
 
 def register_model(storage: Path, model: str, features: int) -> str:
-    from runtime.driver import run_job
+    from runtime.pipeline.driver import run_job
     from runtime.spec import parse_spec
 
     spec = parse_spec({
@@ -109,15 +110,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per pipeline")
     args = parser.parse_args()
 
-    from runtime import registry
-    from runtime.cluster import init_ray, shutdown_ray
+    from runtime.cluster.connect import init_ray, shutdown_ray
+    from runtime.registry import tracking
 
     with tempfile.TemporaryDirectory(prefix="mlrt-bench-batch-") as tmp_dir:
         tmp = Path(tmp_dir)
         init_ray()
         try:
             uri = register_model(tmp / "store", args.model, args.features)
-            registry.use_store(str(tmp / "store"))
+            tracking.use_store(str(tmp / "store"))
             model_dir = tmp / "model"
             for name, content in fetch_model(uri).files.items():
                 (model_dir / name).parent.mkdir(parents=True, exist_ok=True)

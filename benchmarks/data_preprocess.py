@@ -30,11 +30,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from peak_memory import TreeSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMERIC = [f"f{i:02d}" for i in range(32)]
@@ -93,7 +93,7 @@ def _start_ray(args: argparse.Namespace) -> float:
 
     import ray
 
-    from runtime.cluster import LOCAL_ENV_DEFAULTS
+    from runtime.cluster.connect import LOCAL_ENV_DEFAULTS
 
     for key, value in LOCAL_ENV_DEFAULTS.items():  # what `mlrt run` sets on a local Ray
         os.environ.setdefault(key, value)
@@ -113,9 +113,9 @@ def _start_ray(args: argparse.Namespace) -> float:
 def run_mlrt(src: Path, dst: Path, args: argparse.Namespace) -> dict:
     import ray.data
 
-    from runtime.preprocess import fit_state
+    from runtime.features.apply import transform_arrow
+    from runtime.features.fit import fit_state
     from runtime.spec import Data
-    from runtime.transform import transform_arrow
 
     ray_init = _start_ray(args)
     ops = list(Data(source={"kind": "parquet", "path": str(src)},
@@ -157,43 +157,6 @@ PIPELINES = {"pandas": run_pandas, "mlrt": run_mlrt, "stock": run_stock}
 # --- measuring a child process tree ----------------------------------------------------------
 
 
-class TreeSampler(threading.Thread):
-    """Peak of the summed RSS and PSS of a process and all its descendants."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.peak_rss = self.peak_pss = 0
-        self.peak_procs: list[str] = []
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        root = psutil.Process(self.pid)
-        while not self._done.is_set():
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                return
-            rss, pss, names = 0, 0, []
-            for proc in procs:
-                try:
-                    info = proc.memory_full_info()  # smaps_rollup: cheap, and gives PSS
-                    rss, pss = rss + info.rss, pss + info.pss
-                    names.append(proc.name())
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-            if rss > self.peak_rss:
-                self.peak_rss, self.peak_procs = rss, names
-            self.peak_pss = max(self.peak_pss, pss)
-            self._done.wait(SAMPLE_SECONDS)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
-
-
 def measure(name: str, src: Path, dst: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--run", name, "--src", str(src), "--dst", str(dst),
            "--cpus", str(args.cpus), "--object-store-mb", str(args.object_store_mb),
@@ -202,7 +165,7 @@ def measure(name: str, src: Path, dst: Path, args: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env=env, cwd=ROOT)
-    sampler = TreeSampler(child.pid)
+    sampler = TreeSampler(child.pid, SAMPLE_SECONDS)
     sampler.start()
     out, err = child.communicate()
     sampler.stop()

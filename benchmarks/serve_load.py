@@ -5,7 +5,7 @@
 
 Setup (not timed): a scikit-learn MLPClassifier on digits (64 features, 10 classes) is
 registered in a temp MLflow store. The same version is then served by
-- mlrt: `runtime.serving.start` (Ray Serve, HAProxy fast path, the spec's replicas and batching),
+- mlrt: `serve_apps.local.start` (Ray Serve, HAProxy fast path, the spec's replicas and batching),
 - mlflow: `mlflow models serve -m models:/NAME/1 --env-manager local` (its default 1 worker),
 - in-process: `Predictor.predict` in a loop, no HTTP (the limit).
 Load comes from a separate process: wrk with a Lua body script when installed (`apt-get
@@ -16,6 +16,26 @@ and 32-row bodies; each server gets its own scoring format (mlrt `instances`, ML
 Prints a markdown table, the timeline, and, last, one JSON line: rows/s ratios mlrt/mlflow at
 c16 and c64 (single-row) and the p50 latency ratio mlrt/mlflow at c1 (single-row).
 These machines are shared and noisy: the ratios are the result, not the absolute numbers.
+
+    .venv/bin/python benchmarks/serve_load.py --protocol invocations,v2 --seconds 3
+
+`--protocol`: instead, the same app (2 fixed replicas, warmed up) through other protocols vs
+its own /predict at c16, single-row, alternating predict and protocol so that the machine's
+drift hits both: `invocations` (MLflow dataframe_split), `v2` (OIP, one [1, 64] FP64 tensor),
+`kserve_v1`. JSON line: req/s ratios protocol/predict (target: each >= 0.9).
+
+    .venv/bin/python benchmarks/serve_load.py --capture --seconds 3
+
+`--capture`: three apps side by side (1 fixed replica each, warmed up): `on` with
+`serve.capture: {sample: 1.0, flush_s: 1}` writing parquet to the temp store, `off` and `off2`
+without (the same app twice: their difference is the machine's noise floor), single-row
+/predict at c1, c16, c64, 6 runs per app and point in rotating order, medians. JSON line:
+`capture_overhead_cN` (1 - req/s on / mean req/s off and off2; target <= 0.05),
+`capture_p99_ratio_cN` (p99 on / off; target <= 1.10), `noise_off_vs_off2_cN` (the spread of
+two identical apps: an overhead below it is not measurable here), `capture_cpu_share_cN` (the
+in-process microseconds capture costs per request times the measured req/s: the share of one
+core it takes), rows captured, and the in-process cost per row of the request path and of
+the writer thread (no HTTP noise).
 """
 
 from __future__ import annotations
@@ -38,11 +58,12 @@ sys.path.insert(0, str(ROOT))
 
 NAME = "bench-serve"
 CONCURRENCY = (1, 16, 64)
+CAPTURE_TURNS = 6  # --capture: runs per app and load point (medians)
 ROWS = (1, 32)
 
 
 def register_model(storage: Path) -> None:
-    from runtime.driver import run_job
+    from runtime.pipeline.driver import run_job
     from runtime.spec import parse_spec
 
     spec = parse_spec({
@@ -153,7 +174,7 @@ def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
         [mlflow_bin, "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
          "-p", str(port), "-h", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
         stderr=(storage.parent / "mlflow-serve.log").open("w"), start_new_session=True)
-    from runtime.serving import wait_healthy
+    from serve_apps.local import wait_healthy
 
     wait_healthy(f"http://127.0.0.1:{port}", 180)  # MLflow's scoring server has /health too
     return proc
@@ -193,10 +214,10 @@ def in_process(storage: Path, seconds: float) -> dict[int, dict]:
     import pandas as pd
     from sklearn.datasets import load_digits
 
-    from runtime import registry
-    from serve_apps.predictor import load_version
+    from runtime.registry import tracking
+    from serve_apps.routing import load_version
 
-    registry.use_store(str(storage))
+    tracking.use_store(str(storage))
     loaded = load_version(NAME, "1")
 
     data = load_digits().data
@@ -217,11 +238,154 @@ def in_process(storage: Path, seconds: float) -> dict[int, dict]:
     return out
 
 
+PROTOCOLS = ("predict", "invocations", "v2", "kserve_v1")
+
+
+def protocol_request(protocol: str, features: list[str], row: list[float]) -> tuple[str, bytes]:
+    """(path under the route, body) of one single-row request in this protocol."""
+    split = {"columns": features, "data": [row]}
+    tensor = {"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}
+    path, body = {"predict": ("/predict", {"instances": [row]}),
+                  "invocations": ("/invocations", {"dataframe_split": split}),
+                  "v2": (f"/v2/models/{NAME}/infer", {"inputs": [tensor]}),
+                  "kserve_v1": (f"/v1/models/{NAME}:predict", {"instances": [row]})}[protocol]
+    return path, json.dumps(body).encode()
+
+
+def compare_protocols(args, load, tmp: Path, base_url: str, protocols: list[str]) -> None:
+    from sklearn.datasets import load_digits
+
+    features = load_version_features()
+    row = load_digits().data[0].tolist()
+    c = 16
+    # each protocol against the /predict runs right beside it: the machine's drift hits both
+    runs: dict[str, dict[str, list[dict]]] = {p: {"predict": [], p: []} for p in protocols}
+    load(base_url + "/predict", protocol_request("predict", features, row)[1], c, 2, tmp)
+    for _ in range(2):
+        for protocol in protocols:
+            for p in ("predict", protocol):
+                path, body = protocol_request(p, features, row)
+                runs[protocol][p].append(load(base_url + path, body, c, args.seconds / 2, tmp))
+    print(f"\n## One mlrt app, several protocols (c{c}, single-row; shared 2-core machine)\n")
+    print("| protocol | req/s | p50 ms | p99 ms | errors | /predict beside it, req/s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    ratios = {}
+    for protocol, pair in runs.items():
+        mean = {p: {k: sum(r[k] for r in rs) / len(rs) for k in ("rps", "p50", "p99", "errors")}
+                for p, rs in pair.items()}
+        r, base = mean[protocol], mean["predict"]
+        ratios[protocol] = r["rps"] / base["rps"]
+        print(f"| {protocol} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+              f"{r['errors']:.0f} | {base['rps']:,.0f} | {ratios[protocol]:.2f} |")
+    summary = {"benchmark": "serve_load_protocols", "concurrency": c,
+               **{f"ratio_{p}_c{c}": round(v, 2) for p, v in ratios.items()},
+               "client": load.__name__}
+    print(f"\n{json.dumps(summary)}")
+
+
+def capture_cost_us(n: int = 20_000) -> dict:
+    """What capture costs in-process, without HTTP noise: the request path (`offer` of one
+    64-feature row) and the writer thread (Arrow + parquet), microseconds per row."""
+    import numpy as np
+
+    from runtime.monitoring.capture import BatchWriter, CaptureRows, Chunk, ParquetSink
+
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = BatchWriter(ParquetSink(tmp, "bench"), CaptureRows().tables, queue_rows=n,
+                             batch_rows=n, flush_s=3600)
+        row, names = np.random.rand(1, 64), tuple(f"f{i}" for i in range(64))
+        labels, proba, none = np.array([3]), np.random.rand(1, 10), frozenset()
+        start = time.perf_counter()
+        for i in range(n):
+            writer.offer(Chunk(f"r{i}", time.time_ns(), NAME, "1", "champion", "stable", names,
+                               none, row, labels, proba, 1.0), 1)
+        offered = time.perf_counter()
+        writer.close()
+        done = time.perf_counter()
+    return {"capture_request_path_us": round((offered - start) / n * 1e6, 1),
+            "capture_writer_us_per_row": round((done - offered) / n * 1e6, 1)}
+
+
+def compare_capture(args, load, tmp: Path, storage: Path) -> None:
+    """Capture on vs off, with the machine's own noise measured in the same run: two identical
+    apps without capture (off, off2) and one with it (on), each load point repeated `TURNS`
+    times in a rotating order, medians compared. On a 2-core VM, off vs off2 alone differ by
+    up to ~12% at c1 (measured 2026-12-02): an on/off ratio inside that spread is noise, so
+    the spread is printed next to it, and the CPU that capture costs (its in-process
+    microseconds times the measured rate) is the figure that does not depend on the noise."""
+    import statistics
+
+    import pyarrow.dataset as ds
+    from sklearn.datasets import load_digits
+
+    from runtime.spec import Serve
+    from serve_apps import config, local
+
+    common = {"replicas": {"min": 1, "max": 1, "target_ongoing_requests": 4},
+              "max_queued_requests": 1000, "batch": {"max_size": 64, "wait_ms": 5},
+              "cpus_per_replica": 0.5}
+    port, urls = local.free_port(), {}
+    for mode, extra in (("off", {}), ("on", {"capture": {"sample": 1.0, "flush_s": 1}}),
+                        ("off2", {})):
+        target = config.Target(f"models:/{NAME}@champion",
+                               Serve(route=f"/{mode}", **common, **extra), str(storage),
+                               f"bench-{mode}")
+        urls[mode] = local.start(target, port, wait=False) + "/predict"
+    for url in urls.values():
+        local.wait_healthy(url.removesuffix("/predict"), 180)
+    body = json.dumps({"instances": [load_digits().data[0].tolist()]}).encode()
+    for url in urls.values():
+        load(url, body, 16, 2, tmp)  # warm-up
+    modes = list(urls)
+    runs = {(m, c): [] for m in urls for c in CONCURRENCY}
+    for c in CONCURRENCY:
+        for turn in range(CAPTURE_TURNS):  # rotating order: the machine's drift hits all alike
+            for mode in modes[turn % 3:] + modes[:turn % 3]:
+                runs[(mode, c)].append(load(urls[mode], body, c, args.seconds / 2, tmp))
+    time.sleep(2)  # the last flush (flush_s 1)
+    root = storage / "captures" / NAME
+    captured = ds.dataset(str(root), format="parquet").count_rows() if root.exists() else 0
+    med = {k: {f: statistics.median(r[f] for r in rs) for f in ("rps", "p50", "p99", "errors")}
+           for k, rs in runs.items()}
+    cost = capture_cost_us()
+    print(f"\n## Request capture on vs off (single-row /predict, 1 replica each; load: "
+          f"{load.__name__}; medians of {CAPTURE_TURNS} runs of {args.seconds / 2:g} s; "
+          "off2 = off again, the noise floor)\n")
+    print("| concurrency | app | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    summary: dict = {"benchmark": "serve_load_capture"}
+    for c in CONCURRENCY:
+        for mode in modes:
+            r = med[(mode, c)]
+            print(f"| {c} | {mode} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                  f"{r['errors']:.0f} |")
+        off, on, off2 = med[("off", c)], med[("on", c)], med[("off2", c)]
+        base_rps = (off["rps"] + off2["rps"]) / 2
+        base_p99 = (off["p99"] + off2["p99"]) / 2
+        summary[f"capture_overhead_c{c}"] = round(1 - on["rps"] / base_rps, 3)
+        summary[f"capture_p99_ratio_c{c}"] = round(on["p99"] / base_p99, 2)
+        summary[f"noise_off_vs_off2_c{c}"] = round(abs(1 - off2["rps"] / off["rps"]), 3)
+        per_request_us = cost["capture_request_path_us"] + cost["capture_writer_us_per_row"]
+        summary[f"capture_cpu_share_c{c}"] = round(per_request_us * on["rps"] / 1e6, 4)
+    summary.update(captured_rows=captured, **cost, client=load.__name__)
+    print(f"\n{json.dumps(summary)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per load point")
+    parser.add_argument("--protocol", help=f"comma-separated, of {', '.join(PROTOCOLS[1:])}: "
+                                           "compare each with /predict (see above)")
+    parser.add_argument("--capture", action="store_true",
+                        help="compare /predict with request capture on and off (see above)")
     parser.add_argument("--client", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    protocols = [p for p in (args.protocol or "").split(",") if p and p != "predict"]
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        parser.error(f"--protocol: unknown {unknown}; choose from {', '.join(PROTOCOLS)}")
+    if args.protocol is not None and not protocols:
+        parser.error("--protocol: name at least one protocol to compare with predict")
     if args.client:
         url, body_file, c, s = args.client
         print(json.dumps(asyncio.run(_client(url, Path(body_file).read_bytes(), int(c),
@@ -230,31 +394,40 @@ def main() -> None:
     load = run_wrk if shutil.which("wrk") else run_python_client
     tmp = Path(tempfile.mkdtemp(prefix="mlrt-serve-bench-"))
     storage = tmp / "store"
-    from runtime import serving
-    from runtime.cluster import init_ray
+    from runtime.cluster.connect import init_ray
+    from serve_apps import local
 
     init_ray()
     try:
-        _run(args, load, tmp, storage)
+        _run(args, load, tmp, storage, protocols)
     finally:
-        serving.stop()
+        local.stop()
     shutil.rmtree(tmp, ignore_errors=True)  # kept after a failure: mlflow-serve.log
 
 
-def _run(args, load, tmp: Path, storage: Path) -> None:
-    from runtime import serving
+def _run(args, load, tmp: Path, storage: Path, protocols: list[str]) -> None:
     from runtime.spec import Serve
+    from serve_apps import config, local
 
     register_model(storage)
-    settings = Serve(route="/digits", replicas={"min": 1, "max": 4, "target_ongoing_requests": 4},
+    if args.capture:
+        compare_capture(args, load, tmp, storage)
+        return
+    # protocols: a fixed replica count, so that no replica starts (and eats CPU) mid-comparison
+    replicas = {"min": 2, "max": 2} if protocols else {"min": 1, "max": 4}
+    settings = Serve(route="/digits", replicas={**replicas, "target_ongoing_requests": 4},
                      max_queued_requests=1000, batch={"max_size": 64, "wait_ms": 5},
                      cpus_per_replica=0.5)
-    target = serving.Target(f"models:/{NAME}@champion", settings, str(storage), "bench")
-    mlrt_url = serving.start(target, serving.free_port()) + "/predict"
-    from runtime import registry
+    target = config.Target(f"models:/{NAME}@champion", settings, str(storage), "bench")
+    base_url = local.start(target, local.free_port())
+    from runtime.registry import tracking
 
-    registry.use_store(str(storage))
-    mlflow_port = serving.free_port()
+    tracking.use_store(str(storage))
+    if protocols:
+        compare_protocols(args, load, tmp, base_url, protocols)
+        return
+    mlrt_url = base_url + "/predict"
+    mlflow_port = local.free_port()
     mlflow_proc = start_mlflow(storage, mlflow_port)
     try:
         results, samples = _load_all(args, load, tmp, mlrt_url, mlflow_port)
@@ -286,9 +459,9 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int):
 
 
 def load_version_features() -> list[str]:
-    from runtime.batch import fetch_model
+    from runtime.registry.model_dir import fetch_model
 
-    return fetch_model(f"models:/{NAME}/1").state["features"]
+    return list(fetch_model(f"models:/{NAME}/1").state.features)
 
 
 def report(results: dict, local: dict, samples: list, client: str) -> None:

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/tune_asha.py --samples 20 --epochs 9 --rows 40000   # ~4 min
 
 Workload: a synthetic classification set sized so that one epoch of the MLP takes >= 1 s here.
-Both searches run `runtime.tune.run_search` (mlrt's own trials: the training loop in the
+Both searches run `runtime.training.tune.run_search` (mlrt's own trials: the training loop in the
 trial's process) on one local Ray, one after the other, with Optuna-free random search and the
 same seed, so they sample the same configurations. ASHA stops weak trials at epochs 1, 3
 and 9. Async ASHA on 2 slots lets the first trials through every rung (nothing to compare
@@ -23,13 +23,13 @@ import json
 import tempfile
 import time
 
-from runtime.cluster import init_ray, shutdown_ray
-from runtime.data import load_table
-from runtime.preprocess import fit_state
+from runtime.cluster.connect import init_ray, shutdown_ray
+from runtime.data.table import load_table
+from runtime.features.apply import output_columns
+from runtime.features.fit import fit_state
 from runtime.spec import parse_spec
-from runtime.train import training_datasets
-from runtime.transform import output_columns
-from runtime.tune import run_search
+from runtime.training.train import training_datasets
+from runtime.training.tune import run_search
 
 
 def _spec(args, storage: str, scheduler: dict, data: dict, model: dict, train: dict,
