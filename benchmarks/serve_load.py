@@ -1,4 +1,5 @@
-"""HTTP serving: `mlrt serve` vs `mlflow models serve` vs an in-process predict loop.
+"""HTTP serving: `mlrt serve` vs plain FastAPI + uvicorn vs `mlflow models serve` vs an
+in-process predict loop.
 
     .venv/bin/python benchmarks/serve_load.py                  # 8 s per point (~5 min)
     .venv/bin/python benchmarks/serve_load.py --seconds 3      # make bench size
@@ -6,6 +7,8 @@
 Setup (not timed): a scikit-learn MLPClassifier on digits (64 features, 10 classes) is
 registered in a temp MLflow store. The same version is then served by
 - mlrt: `serve_apps.local.start` (Ray Serve, HAProxy fast path, the spec's replicas and batching),
+- fastapi: benchmarks/fastapi_peer.py, one FastAPI + uvicorn process holding the same model
+  (the server a user would write instead: no validation beyond pydantic, no batching),
 - mlflow: `mlflow models serve -m models:/NAME/1 --env-manager local` (its default 1 worker),
 - in-process: `Predictor.predict` in a loop, no HTTP (the limit).
 Load comes from a separate process: wrk with a Lua body script when installed (`apt-get
@@ -13,8 +16,9 @@ install wrk`), else an async Python client (httpx), at concurrency 1, 16, 64 wit
 and 32-row bodies; each server gets its own scoring format (mlrt `instances`, MLflow
 `dataframe_split`). An autoscaling timeline (mlrt replicas per second) is sampled throughout.
 
-Prints a markdown table, the timeline, and, last, one JSON line: rows/s ratios mlrt/mlflow at
-c16 and c64 (single-row) and the p50 latency ratio mlrt/mlflow at c1 (single-row).
+Prints a markdown table, the timeline, and, last, one JSON line: single-row req/s ratios
+mlrt/fastapi at c1, c16, c64 (`ratio_vs_fastapi_cN`; targets 1.0, 1.5, 1.5), mlrt/mlflow at c16
+and c64 and the p50 latency ratio mlrt/mlflow at c1.
 These machines are shared and noisy: the ratios are the result, not the absolute numbers.
 
     .venv/bin/python benchmarks/serve_load.py --protocol invocations,v2 --seconds 3
@@ -163,6 +167,17 @@ async def _client(url: str, body: bytes, concurrency: int, seconds: float) -> di
 
 
 # --- servers ----------------------------------------------------------------------------------
+
+
+def start_fastapi(storage: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fastapi_peer.py")), str(storage), NAME,
+         str(port)], stdout=subprocess.DEVNULL,
+        stderr=(storage.parent / "fastapi-peer.log").open("w"), start_new_session=True)
+    from serve_apps.local import wait_healthy
+
+    wait_healthy(f"http://127.0.0.1:{port}", 180)
+    return proc
 
 
 def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
@@ -427,18 +442,23 @@ def _run(args, load, tmp: Path, storage: Path, protocols: list[str]) -> None:
         compare_protocols(args, load, tmp, base_url, protocols)
         return
     mlrt_url = base_url + "/predict"
-    mlflow_port = local.free_port()
-    mlflow_proc = start_mlflow(storage, mlflow_port)
+    mlflow_port, fastapi_port = local.free_port(), local.free_port()
+    peers = [start_mlflow(storage, mlflow_port), start_fastapi(storage, fastapi_port)]
     try:
-        results, samples = _load_all(args, load, tmp, mlrt_url, mlflow_port)
+        results, samples = _load_all(args, load, tmp, mlrt_url, mlflow_port, fastapi_port)
     finally:
-        os.killpg(mlflow_proc.pid, 15)
+        for proc in peers:
+            os.killpg(proc.pid, 15)
     local = in_process(storage, args.seconds)
     report(results, local, samples, load.__name__)
 
 
-def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int):
-    urls = {"mlrt": mlrt_url, "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations"}
+SERVERS = ("mlflow", "fastapi", "mlrt")
+
+
+def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int, fastapi_port: int):
+    urls = {"mlrt": mlrt_url, "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
+            "fastapi": f"http://127.0.0.1:{fastapi_port}/predict"}
     features = list(load_version_features())
     payloads = bodies(features)
     timeline = ReplicaTimeline("bench")
@@ -446,11 +466,11 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int):
     try:
         for rows in ROWS:
             for c in CONCURRENCY:
-                for server in ("mlflow", "mlrt"):
+                for server in SERVERS:
                     timeline.phase = (f"mlrt c{c} x{rows}" if server == "mlrt"
-                                      else "mlflow's turn (mlrt idle)")
-                    results[(server, c, rows)] = load(urls[server], payloads[(server, rows)], c,
-                                                      args.seconds, tmp)
+                                      else f"{server}'s turn (mlrt idle)")
+                    body = payloads[("mlflow" if server == "mlflow" else "mlrt", rows)]
+                    results[(server, c, rows)] = load(urls[server], body, c, args.seconds, tmp)
         timeline.phase = "idle (load stopped)"
         time.sleep(60)  # downscale_delay_s is 30 s, then replicas drain
     finally:
@@ -472,7 +492,7 @@ def report(results: dict, local: dict, samples: list, client: str) -> None:
     for rows in ROWS:
         for c in CONCURRENCY:
             base = results[("mlflow", c, rows)]["rps"]
-            for server in ("mlflow", "mlrt"):
+            for server in SERVERS:
                 r = results[(server, c, rows)]
                 print(f"| {rows} | {c} | {server} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
                       f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
@@ -490,6 +510,9 @@ def report(results: dict, local: dict, samples: list, client: str) -> None:
             last = (phase, running)
     summary = {
         "benchmark": "serve_load",
+        **{f"ratio_vs_fastapi_c{c}": round(results[("mlrt", c, 1)]["rps"]
+                                           / results[("fastapi", c, 1)]["rps"], 2)
+           for c in CONCURRENCY},
         "ratio_vs_mlflow_c16": round(results[("mlrt", 16, 1)]["rps"]
                                      / results[("mlflow", 16, 1)]["rps"], 2),
         "ratio_vs_mlflow_c64": round(results[("mlrt", 64, 1)]["rps"]
@@ -498,6 +521,7 @@ def report(results: dict, local: dict, samples: list, client: str) -> None:
                               2),
         "mlrt_rps_c64": round(results[("mlrt", 64, 1)]["rps"]),
         "mlflow_rps_c64": round(results[("mlflow", 64, 1)]["rps"]),
+        "fastapi_rps_c64": round(results[("fastapi", 64, 1)]["rps"]),
         "client": client,
     }
     print()

@@ -173,12 +173,13 @@ def _tuner(spec: JobSpec, trainable, storage: str, name: str, resume: bool):
         scheduler = FIFOScheduler()
     if tune.search.kind == "optuna":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+
+        from runtime.training.optuna_search import ResumableOptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # list-valued choices (model.hidden) are fine in memory; Optuna warns for its storage
         warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
-        search, limit = OptunaSearch(seed=spec.train.seed), tune.concurrent
+        search, limit = ResumableOptunaSearch(seed=spec.train.seed), tune.concurrent
     else:  # Tune's max_concurrent_trials only wraps Searchers; this generator limits itself
         search = BasicVariantGenerator(random_state=spec.train.seed,
                                        max_concurrent=tune.concurrent)
