@@ -9,18 +9,21 @@ request ids, no metrics, no batching, an `async def` route (no thread-pool hando
 model's own numeric fast path (`Predictor.predict_rows`, the code mlrt's replicas call).
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class Body(BaseModel):  # module level and no postponed annotations: FastAPI must see the type
+    instances: list[list[float]]
 
 
 def build_app(storage: str, name: str):
     import numpy as np
     from fastapi import FastAPI
-    from pydantic import BaseModel
 
     from runtime.inference.predictor import Predictor
     from runtime.registry import tracking
@@ -30,9 +33,6 @@ def build_app(storage: str, name: str):
     files = fetch_model(f"models:/{name}@champion")
     predictor = Predictor.from_files(files.files)
     classes = predictor.classes
-
-    class Body(BaseModel):
-        instances: list[list[float]]
 
     app = FastAPI()
 

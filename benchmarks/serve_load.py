@@ -457,10 +457,19 @@ SERVERS = ("mlflow", "fastapi", "mlrt")
 
 
 def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int, fastapi_port: int):
+    import httpx
+
     urls = {"mlrt": mlrt_url, "mlflow": f"http://127.0.0.1:{mlflow_port}/invocations",
             "fastapi": f"http://127.0.0.1:{fastapi_port}/predict"}
     features = list(load_version_features())
     payloads = bodies(features)
+    for server, url in urls.items():  # a server that answers errors fast must not "win"
+        body = payloads[("mlflow" if server == "mlflow" else "mlrt", 1)]
+        answer = httpx.post(url, content=body, headers={"content-type": "application/json"},
+                            timeout=60)
+        if answer.status_code != 200:
+            raise SystemExit(f"{server} at {url} answered {answer.status_code}: "
+                             f"{answer.text[:500]}")
     timeline = ReplicaTimeline("bench")
     results: dict[tuple[str, int, int], dict] = {}
     try:
