@@ -169,30 +169,29 @@ async def _client(url: str, body: bytes, concurrency: int, seconds: float) -> di
 # --- servers ----------------------------------------------------------------------------------
 
 
-def start_fastapi(storage: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("fastapi_peer.py")), str(storage), NAME,
-         str(port)], stdout=subprocess.DEVNULL,
-        stderr=(storage.parent / "fastapi-peer.log").open("w"), start_new_session=True)
+def _start_peer(cmd: list[str], port: int, log: Path, env: dict | None = None
+                ) -> subprocess.Popen:
+    """A peer server in its own session (stopped with its children by killpg), once healthy."""
     from serve_apps.local import wait_healthy
 
-    wait_healthy(f"http://127.0.0.1:{port}", 180)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            start_new_session=True)
+    wait_healthy(f"http://127.0.0.1:{port}", 180)  # MLflow's scoring server has /health too
     return proc
+
+
+def start_fastapi(storage: Path, port: int) -> subprocess.Popen:
+    return _start_peer([sys.executable, str(Path(__file__).with_name("fastapi_peer.py")),
+                        str(storage), NAME, str(port)], port, storage.parent / "fastapi-peer.log")
 
 
 def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
     bin_dir = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{storage / 'mlflow.db'}",
            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    mlflow_bin = str(Path(bin_dir) / "mlflow")
-    proc = subprocess.Popen(
-        [mlflow_bin, "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
-         "-p", str(port), "-h", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
-        stderr=(storage.parent / "mlflow-serve.log").open("w"), start_new_session=True)
-    from serve_apps.local import wait_healthy
-
-    wait_healthy(f"http://127.0.0.1:{port}", 180)  # MLflow's scoring server has /health too
-    return proc
+    return _start_peer([str(Path(bin_dir) / "mlflow"), "models", "serve", "-m",
+                        f"models:/{NAME}/1", "--env-manager", "local", "-p", str(port), "-h",
+                        "127.0.0.1"], port, storage.parent / "mlflow-serve.log", env)
 
 
 class ReplicaTimeline:

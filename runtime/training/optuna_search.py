@@ -21,12 +21,15 @@ logger = logging.getLogger("mlrt.tune")
 
 
 class ResumableOptunaSearch(OptunaSearch):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._warned: set[str] = set()  # pickled with the search: one warning per trial
+
     def _unknown(self, trial_id: str) -> bool:
         if trial_id in self._ot_trials or trial_id in self._completed_trials:
             return False
-        warned = self.__dict__.setdefault("_mlrt_warned", set())
-        if trial_id not in warned:
-            warned.add(trial_id)
+        if trial_id not in self._warned:
+            self._warned.add(trial_id)
             logger.warning("tune: trial %s was restored without Optuna's record of it (the "
                            "driver was stopped mid-save); it runs on and is ranked, but does "
                            "not steer the search", trial_id)
