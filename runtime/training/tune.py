@@ -174,23 +174,27 @@ def _tuner(spec: JobSpec, trainable, storage: str, name: str, resume: bool):
     if tune.search.kind == "optuna":
         import optuna
 
-        from runtime.training.optuna_search import ResumableOptunaSearch
+        from ray.tune.search import ConcurrencyLimiter
+
+        from runtime.training.optuna_search import (ResumableOptunaSearch,
+                                                    ResumableSearchGenerator)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # list-valued choices (model.hidden) are fine in memory; Optuna warns for its storage
         warnings.filterwarnings("ignore", message="Choices for a categorical distribution")
-        search, limit = ResumableOptunaSearch(seed=spec.train.seed), tune.concurrent
+        # wrapped here, not by Tune (max_concurrent_trials), so that the generator is ours
+        search = ResumableSearchGenerator(ConcurrencyLimiter(
+            ResumableOptunaSearch(seed=spec.train.seed), max_concurrent=tune.concurrent))
     else:  # Tune's max_concurrent_trials only wraps Searchers; this generator limits itself
         search = BasicVariantGenerator(random_state=spec.train.seed,
                                        max_concurrent=tune.concurrent)
-        limit = None
     tuner = rt.Tuner(
         trainable,
         param_space=param_space(tune),
         tune_config=rt.TuneConfig(
             metric=tune.metric, mode=tune.mode, scheduler=scheduler, search_alg=search,
             num_samples=1 if tune.search.kind == "grid" else tune.samples,
-            max_concurrent_trials=limit, time_budget_s=tune.time_budget_s,
+            time_budget_s=tune.time_budget_s,
             trial_dirname_creator=_trial_dirname, reuse_actors=True,
         ),
         run_config=rt.RunConfig(

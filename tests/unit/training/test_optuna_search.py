@@ -4,6 +4,7 @@ OptunaSearch, seen when a driver writing to S3 was killed)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -50,3 +51,41 @@ def test_the_lost_trial_runs_on_and_the_known_one_still_steers_optuna(tmp_path, 
     done = [t for t in restored._ot_study.trials if t.value is not None]
     assert [t.value for t in done] == [0.9]  # t1 told Optuna; t2 did not
     assert restored.suggest("t3") is not None  # the search goes on
+
+
+def _generator_saved_one_trial_early(cls, tmp_path, samples: int = 4):
+    """The state a kill between two uploads leaves: Tune's trial list holds `samples` trials,
+    the searcher's saved state was written when it had made `samples - 1`."""
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    def generator():
+        limiter = ConcurrencyLimiter(ResumableOptunaSearch(space=SPACE, metric="accuracy",
+                                                           mode="max", seed=0), 2)
+        return cls(limiter) if cls is not SearchGenerator else SearchGenerator(limiter)
+
+    saved = generator()
+    saved._total_samples, saved._counter = samples, samples - 1
+    saved.save_to_dir(str(tmp_path), "2026-12-02_10-00-00")
+    trial_list = [[json.dumps({"trial_id": f"t{i}", "status": "RUNNING"}), "{}"]
+                  for i in range(samples)]
+    (tmp_path / "experiment_state-2026-12-02_10-00-00.json").write_text(
+        json.dumps({"trial_data": trial_list}))
+    restored = generator()
+    restored.restore_from_dir(str(tmp_path))
+    return restored
+
+
+def test_stock_generator_makes_one_trial_more_than_the_search_asks_for(tmp_path):
+    from ray.tune.search import SearchGenerator
+
+    restored = _generator_saved_one_trial_early(SearchGenerator, tmp_path)
+    assert not restored.is_finished()  # it would make a 5th trial of 4
+
+
+def test_the_restored_generator_counts_the_restored_trials(tmp_path, caplog):
+    from runtime.training.optuna_search import ResumableSearchGenerator
+
+    with caplog.at_level(logging.WARNING, logger="mlrt.tune"):
+        restored = _generator_saved_one_trial_early(ResumableSearchGenerator, tmp_path)
+    assert restored.is_finished()  # all 4 exist: no new trial
+    assert any("holds 4 trials" in r.getMessage() for r in caplog.records)
