@@ -280,3 +280,19 @@ def test_drops_are_logged_at_most_once_a_minute(tmp_path, caplog):
     assert w.dropped == 99 and len(lines) == 1
     assert "queue_full" in lines[0].getMessage()
     w.close()
+
+
+def test_a_flush_larger_than_a_slice_keeps_every_row_in_order_in_one_file(tmp_path):
+    from runtime.monitoring.capture import SLICE_CHUNKS
+
+    n = 2 * SLICE_CHUNKS + 7  # three slices, the last one short
+    w = _writer(tmp_path, queue_rows=10 * n, batch_rows=5 * n)
+    for i in range(n):
+        w.offer(_chunk(i, rows=1 + i % 2), 1 + i % 2)  # one- and two-row requests mixed
+    w.close()
+    files, df = _read(tmp_path)
+    assert len(files) == 1  # the slices are one table, one file
+    expected = [f"req-{i}" for i in range(n) for _ in range(1 + i % 2)]
+    assert df["request_id"].tolist() == expected
+    assert df["age"].tolist() == [30.0 + i for i in range(n) for _ in range(1 + i % 2)]
+    assert df["probabilities"].map(list).tolist() == [[0.25, 0.75]] * len(expected)
