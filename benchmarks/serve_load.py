@@ -33,7 +33,9 @@ drift hits both: `invocations` (MLflow dataframe_split), `v2` (OIP, one [1, 64] 
 `--capture`: three apps side by side (1 fixed replica each, warmed up): `on` with
 `serve.capture: {sample: 1.0, flush_s: 1}` writing parquet to the temp store, `off` and `off2`
 without (the same app twice: their difference is the machine's noise floor), single-row
-/predict at c1, c16, c64, 6 runs per app and point in rotating order, medians. JSON line:
+/predict at c1, c16, c64, 4 runs per app and point in rotating order, in 3 rounds of freshly
+started apps where each app captures once (an app's position is not charged to capture),
+medians of the 12. JSON line:
 `capture_overhead_cN` (1 - req/s on / mean req/s off and off2; target <= 0.05),
 `capture_p99_ratio_cN` (p99 on / off; target <= 1.10), `noise_off_vs_off2_cN` (the spread of
 two identical apps: an overhead below it is not measurable here), `capture_cpu_share_cN` (the
@@ -62,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 NAME = "bench-serve"
 CONCURRENCY = (1, 16, 64)
-CAPTURE_TURNS = 6  # --capture: runs per app and load point (medians)
+CAPTURE_TURNS = 4  # --capture: runs per app, load point and round (medians of 12)
 ROWS = (1, 32)
 
 
@@ -330,6 +332,7 @@ def compare_capture(args, load, tmp: Path, storage: Path) -> None:
     import statistics
 
     import pyarrow.dataset as ds
+    from ray import serve
     from sklearn.datasets import load_digits
 
     from runtime.spec import Serve
@@ -338,24 +341,38 @@ def compare_capture(args, load, tmp: Path, storage: Path) -> None:
     common = {"replicas": {"min": 1, "max": 1, "target_ongoing_requests": 4},
               "max_queued_requests": 1000, "batch": {"max_size": 64, "wait_ms": 5},
               "cpus_per_replica": 0.5}
-    port, urls = local.free_port(), {}
-    for mode, extra in (("off", {}), ("on", {"capture": {"sample": 1.0, "flush_s": 1}}),
-                        ("off2", {})):
-        target = config.Target(f"models:/{NAME}@champion",
-                               Serve(route=f"/{mode}", **common, **extra), str(storage),
-                               f"bench-{mode}")
-        urls[mode] = local.start(target, port, wait=False) + "/predict"
-    for url in urls.values():
-        local.wait_healthy(url.removesuffix("/predict"), 180)
+    port, apps = local.free_port(), ("a", "b", "c")
     body = json.dumps({"instances": [load_digits().data[0].tolist()]}).encode()
-    for url in urls.values():
-        load(url, body, 16, 2, tmp)  # warm-up
-    modes = list(urls)
-    runs = {(m, c): [] for m in urls for c in CONCURRENCY}
-    for c in CONCURRENCY:
-        for turn in range(CAPTURE_TURNS):  # rotating order: the machine's drift hits all alike
-            for mode in modes[turn % 3:] + modes[:turn % 3]:
-                runs[(mode, c)].append(load(urls[mode], body, c, args.seconds / 2, tmp))
+    roles = ("off", "on", "off2")
+    runs = {(m, c): [] for m in roles for c in CONCURRENCY}
+    for rnd in range(len(apps)):
+        # each round makes another app the capturing one, started fresh: where an app stands
+        # (its start order, its replica's place on the machine) is measured as noise, not as
+        # capture's cost
+        capturing = apps[rnd]
+        role = dict(zip([a for a in apps if a != capturing], ("off", "off2"), strict=True),
+                    **{capturing: "on"})
+        urls = {}
+        for app in apps[rnd:] + apps[:rnd]:
+            extra = {"capture": {"sample": 1.0, "flush_s": 1}} if app == capturing else {}
+            target = config.Target(f"models:/{NAME}@champion",
+                                   Serve(route=f"/{app}", **common, **extra), str(storage),
+                                   f"bench-{app}")
+            urls[role[app]] = local.start(target, port, wait=False) + "/predict"
+        for url in urls.values():
+            local.wait_healthy(url.removesuffix("/predict"), 180)
+        for url in urls.values():
+            load(url, body, 16, 2, tmp)  # warm-up
+        for c in CONCURRENCY:
+            for turn in range(CAPTURE_TURNS):  # rotating order: the machine's drift hits all
+                for mode in roles[turn % 3:] + roles[:turn % 3]:
+                    runs[(mode, c)].append(load(urls[mode], body, c, args.seconds / 2, tmp))
+        print(f"[bench] capture round {rnd + 1} of {len(apps)} (app {capturing} captures) "
+              "done", file=sys.stderr)
+        if rnd < len(apps) - 1:
+            for app in apps:
+                serve.delete(f"bench-{app}")
+    modes = list(roles)
     time.sleep(2)  # the last flush (flush_s 1)
     root = storage / "captures" / NAME
     captured = ds.dataset(str(root), format="parquet").count_rows() if root.exists() else 0
@@ -363,8 +380,9 @@ def compare_capture(args, load, tmp: Path, storage: Path) -> None:
            for k, rs in runs.items()}
     cost = capture_cost_us()
     print(f"\n## Request capture on vs off (single-row /predict, 1 replica each; load: "
-          f"{load.__name__}; medians of {CAPTURE_TURNS} runs of {args.seconds / 2:g} s; "
-          "off2 = off again, the noise floor)\n")
+          f"{load.__name__}; medians of {3 * CAPTURE_TURNS} runs of {args.seconds / 2:g} s, "
+          "each of the 3 apps capturing in one round of 3; off2 = off again, the noise "
+          "floor)\n")
     print("| concurrency | app | req/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|")
     summary: dict = {"benchmark": "serve_load_capture"}
