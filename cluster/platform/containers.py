@@ -54,6 +54,27 @@ def start_dockerd(base: Path) -> tuple[dict, dict]:
     return record, {"host": host, "containerd_pidfile": str(containerd_pidfile)}
 
 
+def mounts_under(base: Path, mounts_text: str) -> list[str]:
+    """The mount points in a /proc/self/mounts text that lie under base, deepest first."""
+    root = str(base.resolve()) + "/"
+    # /proc/self/mounts escapes a space in a path as \040
+    points = [line.split()[1].replace("\\040", " ") for line in mounts_text.splitlines()
+              if line.strip()]
+    return sorted((p for p in points if p.startswith(root)), key=len, reverse=True)
+
+
+def unmount_leftovers(base: Path) -> list[str]:
+    """Unmount what dockerd left mounted under base (its default network namespace, an nsfs
+    bind mount under exec/netns, outlives dockerd): otherwise `rm -rf` of the checkout fails
+    with "Device or resource busy". Only mounts under base. Returns those unmounted."""
+    done = []
+    for mount in mounts_under(base, Path("/proc/self/mounts").read_text()):
+        if subprocess.run(["umount", "-l", mount], capture_output=True, check=False
+                          ).returncode == 0:
+            done.append(mount)
+    return done
+
+
 def docker_env(host: str) -> dict:
     return {**os.environ, "DOCKER_HOST": host, "DOCKER_BUILDKIT": "1"}
 

@@ -292,6 +292,8 @@ def stop_stack(state: dict) -> None:
     left = [rec["part"] for rec in state["processes"] if is_running(rec)]
     if left:
         raise SystemExit(f"[platform] still running after stop: {', '.join(left)}")
+    for mount in containers.unmount_leftovers(BASE):
+        say(f"unmounted {mount} (left by dockerd)")
     STATE.unlink(missing_ok=True)
     ENV_FILE.unlink(missing_ok=True)
 
