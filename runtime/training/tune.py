@@ -173,11 +173,9 @@ def _tuner(spec: JobSpec, trainable, storage: str, name: str, resume: bool):
         scheduler = FIFOScheduler()
     if tune.search.kind == "optuna":
         import optuna
-
         from ray.tune.search import ConcurrencyLimiter
 
-        from runtime.training.optuna_search import (ResumableOptunaSearch,
-                                                    ResumableSearchGenerator)
+        from runtime.training.optuna_search import ResumableOptunaSearch, ResumableSearchGenerator
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # list-valued choices (model.hidden) are fine in memory; Optuna warns for its storage
