@@ -372,7 +372,6 @@ def compare_capture(args, load, tmp: Path, storage: Path) -> None:
         if rnd < len(apps) - 1:
             for app in apps:
                 serve.delete(f"bench-{app}")
-    modes = list(roles)
     time.sleep(2)  # the last flush (flush_s 1)
     root = storage / "captures" / NAME
     captured = ds.dataset(str(root), format="parquet").count_rows() if root.exists() else 0
@@ -387,7 +386,7 @@ def compare_capture(args, load, tmp: Path, storage: Path) -> None:
     print("|---|---|---|---|---|---|")
     summary: dict = {"benchmark": "serve_load_capture"}
     for c in CONCURRENCY:
-        for mode in modes:
+        for mode in roles:
             r = med[(mode, c)]
             print(f"| {c} | {mode} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
                   f"{r['errors']:.0f} |")

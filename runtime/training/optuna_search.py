@@ -23,6 +23,7 @@ import json
 import logging
 import os
 
+from ray.tune.execution.tune_controller import TuneController
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -59,13 +60,12 @@ class ResumableOptunaSearch(OptunaSearch):
 class ResumableSearchGenerator(SearchGenerator):
     """A SearchGenerator that never creates more trials than the search asks for on restore."""
 
-    TRIALS_FILE = "experiment_state-*.json"  # TuneController.CKPT_FILE_TMPL
-
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)
         # Tune copies the stored experiment state beside the searcher's before calling this;
         # the newest one is the trial list the resumed search continues (same choice as Tune)
-        states = sorted(glob.glob(os.path.join(dirpath, self.TRIALS_FILE)))
+        pattern = TuneController.CKPT_FILE_TMPL.format("*")
+        states = sorted(glob.glob(os.path.join(dirpath, pattern)))
         if not states:
             return
         with open(states[-1]) as f:
