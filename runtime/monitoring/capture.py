@@ -135,14 +135,24 @@ class BatchWriter:
         return True
 
     def flush(self) -> int:
-        """Write everything queued now, in files of at most `batch_rows`; the rows written."""
+        """Write what is queued now, in files of at most `batch_rows`; the rows written.
+
+        Rows offered while it writes wait for the next flush: a flush that also took them
+        would, under steady traffic, never find the queue empty and write a file of a few rows
+        every few milliseconds, each paying parquet's fixed cost per file (measured in a
+        replica at ~450 req/s: ~40 files a second, the writer thread taking 214 us of CPU per
+        request instead of ~30)."""
         with self._write_lock:
+            with self._lock:
+                left = len(self._queue)  # chunks queued now: this flush writes those only
             done = 0
-            while True:
-                batch = self._take()
+            while left > 0:
+                batch = self._take(left)
                 if not batch:
-                    return done
+                    break
+                left -= len(batch)
                 done += self._write(batch)
+            return done
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Refuse new rows, write the queue, stop the thread (graceful replica shutdown)."""
@@ -161,10 +171,13 @@ class BatchWriter:
             except Exception as e:  # noqa: BLE001 - the writer thread must outlive any bug
                 logger.warning("%s writer: %s", self.name, e)
 
-    def _take(self) -> list[tuple[int, int, Any]]:
+    def _take(self, most: int) -> list[tuple[int, int, Any]]:
+        """At most `most` chunks from the queue's head, at most `batch_rows` rows (a bigger
+        chunk alone)."""
         batch, rows = [], 0
         with self._lock:
-            while self._queue and (not batch or rows + self._queue[0][0] <= self.batch_rows):
+            while self._queue and len(batch) < most and (
+                    not batch or rows + self._queue[0][0] <= self.batch_rows):
                 item = self._queue.popleft()
                 self._queued -= item[0]
                 rows += item[0]

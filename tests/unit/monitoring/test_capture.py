@@ -296,3 +296,26 @@ def test_a_flush_larger_than_a_slice_keeps_every_row_in_order_in_one_file(tmp_pa
     assert df["request_id"].tolist() == expected
     assert df["age"].tolist() == [30.0 + i for i in range(n) for _ in range(1 + i % 2)]
     assert df["probabilities"].map(list).tolist() == [[0.25, 0.75]] * len(expected)
+
+
+def test_rows_offered_during_a_write_wait_for_the_next_flush(tmp_path):
+    """Steady traffic while a file is written: the flush writes what was queued when it began
+    and returns; it does not chase the new rows with a file of a few rows each."""
+    class Busy:  # each of the first few writes sees 3 more requests arrive
+        def __init__(self):
+            self.tables: list = []
+
+        def write(self, table, first_time_ns):
+            self.tables.append(table.num_rows)
+            if len(self.tables) <= 4:  # bounded: a flush that chases newcomers fails, not hangs
+                for i in range(3):
+                    w.offer(_chunk(100 + i), 1)
+
+    sink = Busy()
+    w = BatchWriter(sink, CaptureRows().tables, queue_rows=1000, batch_rows=100, flush_s=3600)
+    for i in range(20):
+        w.offer(_chunk(i), 1)
+    assert w.flush() == 20
+    assert sink.tables == [20] and w.queued == 3  # one file; the 3 newcomers are queued
+    assert w.flush() == 3 and sink.tables == [20, 3]
+    w.close()
