@@ -153,7 +153,7 @@ class BatchWriter:
         would, under steady traffic, never find the queue empty and write a file of a few rows
         every few milliseconds, each paying parquet's fixed cost per file (measured in a
         replica at ~450 req/s: ~40 files a second, the writer thread taking 214 us of CPU per
-        request instead of ~30)."""
+        request; 64 us once it wrote only what it found)."""
         with self._write_lock:
             with self._lock:
                 left = len(self._queue)  # chunks queued now: this flush writes those only
