@@ -13,8 +13,10 @@ the serving alias.
 
 from __future__ import annotations
 
+import importlib
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +46,14 @@ from runtime.registry.model_dir import (
 from runtime.spec import JobSpec
 from runtime.training.evaluate import Verdict
 from runtime.training.models import framework_of, spec_framework
-from runtime.training.train import TrainOutput, train_sklearn, train_torch, training_datasets
+from runtime.training.train import (
+    TrainOutput,
+    train_sklearn,
+    train_torch,
+    train_torch_in_task,
+    training_arrays,
+    training_datasets,
+)
 
 # Below this size (float32 model inputs of train + validation) each training worker keeps its
 # shard in memory after the first epoch: re-streaming a tiny dataset through Ray Data every epoch
@@ -118,7 +127,7 @@ def run_job(spec: JobSpec, address: str | None = None,
                 echo(f"  dropped {table.checks.dropped_rows} rows failing "
                      f"{', '.join(k for k, v in table.checks.failing_rows.items() if v)}")
         with clock.stage("preprocess"):
-            state = fit_state(list(spec.data.preprocess), table.dataset("train"),
+            state = fit_state(list(spec.data.preprocess), table.rows_of("train"),
                               table.feature_types)
             profile = table.profile
             n_in = len(output_columns(state))
@@ -135,7 +144,7 @@ def run_job(spec: JobSpec, address: str | None = None,
             spec, output = search.spec, search.output  # evaluate/register the best trial
         else:
             with clock.stage("train"):
-                output = _train(spec, table, state, n_in, run.info.run_id)
+                output = _train(spec, table, state, n_in, run.info.run_id, echo)
         for row in output.history:
             tracking.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                  step=int(row["epoch"]))
@@ -231,9 +240,13 @@ def _storage_path(spec: JobSpec) -> str:
     return spec.storage if "://" in spec.storage else str(Path(spec.storage).absolute())
 
 
+def _model_bytes(table: Table, n_in: int) -> int:
+    """Size of the model-ready train + validation data (float32 inputs)."""
+    return (table.split_rows["train"] + table.split_rows["validation"]) * n_in * 4
+
+
 def _cache_shards(table: Table, n_in: int) -> bool:
-    rows = table.split_rows["train"] + table.split_rows["validation"]
-    return rows * n_in * 4 <= CACHE_SHARDS_BELOW_BYTES
+    return _model_bytes(table, n_in) <= CACHE_SHARDS_BELOW_BYTES
 
 
 def _tune(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str, experiment: str,
@@ -272,14 +285,33 @@ def _tune(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str, expe
     return search
 
 
-def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str) -> TrainOutput:
+def _train(spec: JobSpec, table: Table, state: dict, n_in: int, run_id: str,
+           echo: Callable[[str], None] = print) -> TrainOutput:
     n_out = len(table.classes) if table.classes is not None else 1
-    if spec_framework(spec.model, n_in, n_out) == "torch":
-        datasets = training_datasets(table, state)
-        return train_torch(spec.train, spec.model, datasets, n_in, table.classes,
-                           f"{_storage_path(spec)}/ray_train", f"{spec.name}-{run_id}",
-                           cache_shards=_cache_shards(table, n_in))
-    return train_sklearn(spec.model, table, state, n_out, spec.train.cpus_per_worker)
+    if spec_framework(spec.model, n_in, n_out) != "torch":
+        return train_sklearn(spec.model, table, state, n_out, spec.train.cpus_per_worker)
+    # the driver needs torch for the trained model and scikit-learn's metrics to evaluate it:
+    # import them (~2 s) while the workers train
+    threading.Thread(target=_import_all, args=(("torch", "sklearn.metrics"),),
+                     daemon=True).start()
+    where = (f"{_storage_path(spec)}/ray_train", f"{spec.name}-{run_id}")
+    size, below = _model_bytes(table, n_in), spec.train.single_process_below_mb * 1024**2
+    if size < below:
+        workers = spec.train.workers
+        echo(f"  {size / 1024**2:.1f} MiB of model-ready data: one process trains"
+             + (f", not a worker group of {workers} (below train.single_process_below_mb="
+                f"{spec.train.single_process_below_mb:g}; 0 uses the group)" if workers > 1
+                else ""))
+        return train_torch_in_task(spec.train, spec.model, training_arrays(table, state), n_in,
+                                   table.classes, *where)
+    return train_torch(spec.train, spec.model, training_datasets(table, state), n_in,
+                       table.classes, *where,
+                       cache_shards=_cache_shards(table, n_in))
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 def _model_meta(spec: JobSpec, table: Table, n_in: int, output: TrainOutput) -> ModelMeta:

@@ -42,6 +42,11 @@ class Train(Section):
     max_failures: int = Field(0, ge=-1, description="-1 retries forever")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     seed: int = 0
+    single_process_below_mb: float = Field(
+        4.0, ge=0, description="model-ready training data (train + validation, float32) "
+        "below this many MiB trains in one process, whatever `workers` says: Ray Train's "
+        "worker group costs ~10 s to start, more than DDP saves on data this small; "
+        "0 always uses the worker group")
     placement: Literal["pack", "spread"] = Field(
         "pack", description="pack: workers on as few nodes as possible (fast collectives); "
                             "spread: one per node where possible (fault isolation)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +120,90 @@ class _TuneSession:
         import ray.tune
 
         return ray.tune.get_checkpoint()
+
+
+class _TaskSession(_TuneSession):
+    """The loop's view of one Ray task training on small data (no worker group): the
+    model-ready arrays from the driver; checkpoints go to `root` on the run's storage (the
+    layout Ray Train uses, `checkpoint_000004/`), the last two kept. When the task's process
+    dies, Ray runs the task again and the loop resumes from the newest one."""
+
+    def __init__(self, arrays: dict, root: str, threads: int):
+        super().__init__(arrays)
+        import torch
+
+        torch.set_num_threads(threads)  # a reused worker keeps the thread count it started with
+        self.fs, self.root = checkpoint_store(root)
+        self.saved = sorted(self._existing())
+
+    def _existing(self) -> list[str]:
+        from pyarrow.fs import FileSelector, FileType
+
+        found = self.fs.get_file_info(FileSelector(self.root, allow_not_found=True))
+        return [f.path for f in found if f.type == FileType.Directory
+                and f.base_name.startswith("checkpoint_")
+                and self.fs.get_file_info(f"{f.path}/{PROGRESS_FILE}").type == FileType.File]
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is None:
+            return
+        from pyarrow.fs import LocalFileSystem, copy_files
+
+        path = f"{self.root}/checkpoint_{metrics['epoch']:06d}"
+        # progress.json last: a checkpoint without it is one the process died writing
+        staged = Path(checkpoint_dir)
+        progress = (staged / PROGRESS_FILE).read_bytes()
+        (staged / PROGRESS_FILE).unlink()
+        self.fs.create_dir(path, recursive=True)
+        copy_files(str(staged), path, source_filesystem=LocalFileSystem(),
+                   destination_filesystem=self.fs)
+        with self.fs.open_output_stream(f"{path}/{PROGRESS_FILE}") as out:
+            out.write(progress)
+        self.saved.append(path)
+        for old in self.saved[:-2]:
+            self.fs.delete_dir(old)
+        self.saved = self.saved[-2:]
+
+    def checkpoint(self):
+        return _StoredCheckpoint(self.fs, self.saved[-1]) if self.saved else None
+
+
+def checkpoint_store(root: str) -> tuple:
+    """(pyarrow filesystem, path) of a checkpoint folder: a local folder or a URI (s3://,
+    on mlrt's filesystem, which honours AWS_ENDPOINT_URL)."""
+    from runtime.data.fs import train_storage
+
+    path, filesystem = train_storage(root)
+    if filesystem is None:
+        from pyarrow.fs import LocalFileSystem
+
+        filesystem = LocalFileSystem()
+    return filesystem, path.rstrip("/")
+
+
+class _StoredCheckpoint:
+    """A checkpoint folder on storage, read through a local copy (what `_restore` and the
+    driver need of ray.train.Checkpoint, without importing Ray Train in the task)."""
+
+    def __init__(self, filesystem, path: str):
+        self.fs, self.path = filesystem, path
+
+    @contextmanager
+    def as_directory(self):
+        from pyarrow.fs import LocalFileSystem, copy_files
+
+        with tempfile.TemporaryDirectory(prefix="mlrt-ckpt-") as tmp:
+            copy_files(self.path, tmp, source_filesystem=self.fs,
+                       destination_filesystem=LocalFileSystem())
+            yield tmp
+
+
+def task_loop(config: LoopConfig, arrays: dict, root: str, threads: int) -> str | None:
+    """Entry point of the one-task training (small data): the loop in this process; returns
+    the path of the last checkpoint on storage."""
+    session = _TaskSession(arrays, root, threads)
+    run_loop(config, session)
+    return session.saved[-1] if session.saved else None
 
 
 def train_loop(config: dict) -> None:

@@ -58,6 +58,27 @@ def training_datasets(table, state: dict) -> dict:
     return datasets
 
 
+def training_arrays(table, state: dict) -> dict:
+    """The model-ready train (and validation) splits read whole, for small data: from the
+    rows in memory when the table holds them, else through `training_datasets`."""
+    if table.frames is None:
+        return {k: model_arrays(ds) for k, ds in training_datasets(table, state).items()}
+    import pyarrow as pa
+
+    return {name: to_training_batch(pa.Table.from_pandas(table.frames[name], preserve_index=False),
+                                    state, table.target, table.classes)
+            for name in ("train", "validation") if table.split_rows[name]}
+
+
+def model_arrays(dataset) -> dict:
+    """A small model-ready dataset read whole: {"x": matrix, "y": targets} (for a loop that
+    trains in one process and keeps its data in memory)."""
+    import ray
+
+    parts = ray.get(dataset.to_numpy_refs())
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("x", "y")}
+
+
 # --- entry points (driver side) --------------------------------------------------------------
 
 
@@ -118,6 +139,32 @@ def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
         return load_output(Path(d), model_spec, n_in, config.n_out)
 
 
+def train_torch_in_task(spec: Train, model_spec: ModelSpec, arrays: dict, n_in: int,
+                        classes: list | None, storage_path: str, run_name: str) -> TrainOutput:
+    """Small data: the same loop in one Ray task with one worker's resources, on the arrays
+    of `training_arrays`. No worker group, process group or Ray Data stream to start (Ray Train
+    spends ~10 s on those before the first batch, on a 2-core machine). Checkpoints go where
+    Ray Train puts them; a task whose process dies is run again (`train.max_failures`) and
+    resumes from the last one."""
+    import ray
+
+    from runtime.training.loop import _StoredCheckpoint, checkpoint_store, task_loop
+
+    config = loop_config(spec, model_spec, n_in, classes, "validation" in arrays, True)
+    task = ray.remote(num_cpus=spec.cpus_per_worker, num_gpus=1 if spec.use_gpu else 0,
+                      max_retries=spec.max_failures, retry_exceptions=True)(task_loop)
+    root = f"{storage_path.rstrip('/')}/{run_name}"
+    try:
+        last = ray.get(task.remote(config, arrays, root, max(1, int(spec.cpus_per_worker))))
+    except ray.exceptions.RayError as e:
+        raise TrainingError(f"training failed after {spec.max_failures} retries "
+                            f"(train.max_failures): {_first_line(e)}") from e
+    if last is None:
+        raise TrainingError("training finished without a checkpoint")
+    with _StoredCheckpoint(checkpoint_store(root)[0], last).as_directory() as d:
+        return load_output(Path(d), model_spec, n_in, config.n_out)
+
+
 def load_output(directory: Path, model_spec: ModelSpec, n_in: int, n_out: int) -> TrainOutput:
     """The trained model and its history from a checkpoint directory (safetensors weights)."""
     from safetensors.torch import load_file
@@ -142,7 +189,7 @@ def train_sklearn(model_spec: ModelSpec, table, state: dict, n_out: int,
 
     estimator = build_model(model_spec, len(output_columns(state)), n_out)
     fit = ray.remote(num_cpus=cpus, max_retries=0)(_fit_estimator)
-    train = table.frames["train"] if table.frames is not None else table.dataset("train")
+    train = table.rows_of("train")
     try:
         fitted = ray.get(fit.remote(estimator, train, state, table.target))
     except ray.exceptions.RayTaskError as e:

@@ -29,7 +29,13 @@ from ray.tune import Callback
 from runtime.errors import TrainingError
 from runtime.spec import TUNE_METRICS, JobSpec, Tune, max_epochs, parse_spec, set_paths
 from runtime.training.loop import LoopConfig, trial_loop
-from runtime.training.train import TrainOutput, load_output, loop_config, torch_trainer
+from runtime.training.train import (
+    TrainOutput,
+    load_output,
+    loop_config,
+    model_arrays,
+    torch_trainer,
+)
 
 TUNE_DIR = "ray_tune"
 LOGGED_METRICS = tuple(sorted({m for task in TUNE_METRICS.values() for m in task}))
@@ -218,7 +224,7 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
         os.environ.setdefault(key, value)
     base = spec.model_dump(mode="json", exclude={"tune"})
     # small data: read once here; in-process trials get the arrays from the object store
-    arrays = {k: _arrays(ds) for k, ds in datasets.items()} if cache_shards else None
+    arrays = {k: model_arrays(ds) for k, ds in datasets.items()} if cache_shards else None
     loop = loop_config(spec.train, spec.model, n_in, classes, "validation" in datasets,
                        cache_shards)
     trainable = rt.with_resources(
@@ -243,14 +249,6 @@ def run_search(spec: JobSpec, datasets: dict, n_in: int, classes: list | None,
         output = load_output(Path(d), best_spec.model, n_in, loop.n_out)
     return SearchOutcome(spec=best_spec, best=best, output=output, trials=trials,
                          path=search_path(storage, name), resumed=resumed)
-
-
-def _arrays(dataset) -> dict:
-    import numpy as np
-    import ray
-
-    parts = ray.get(dataset.to_numpy_refs())
-    return {k: np.concatenate([p[k] for p in parts]) for k in ("x", "y")}
 
 
 def _trial_id(result) -> str:

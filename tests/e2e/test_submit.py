@@ -231,7 +231,8 @@ def test_bad_addresses_and_a_spec_outside_the_working_dir_exit_2(project, tmp_pa
 
 def test_mlrt_submit_runs_digits_spread_over_two_nodes(cluster, project):
     result = mlrt_submit(cluster, project, "jobs/digits.yaml", *QUICK, *shared_set(project),
-                         "--set", "train.placement=spread")
+                         "--set", "train.placement=spread",
+                         "--set", "train.single_process_below_mb=0")  # a worker group
     assert result.returncode == 0, result.stderr[-4000:]
     assert "SUCCEEDED" in result.stdout
     assert "[register] done" in result.stderr  # the job's own log, streamed

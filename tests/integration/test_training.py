@@ -20,9 +20,11 @@ from runtime.spec import parse_spec
 pytestmark = pytest.mark.integration
 
 
-# two Train workers, 6 epochs: ~0.95 accuracy on digits
+# two Train workers, 6 epochs: ~0.95 accuracy on digits (a worker group even for data this
+# small: single_process_below_mb 0)
 TWO_WORKERS = {"model": {"kind": "torch_mlp", "hidden": [64]},
-               "train": {"epochs": 6, "batch_size": 64, "lr": 0.005, "workers": 2},
+               "train": {"epochs": 6, "batch_size": 64, "lr": 0.005, "workers": 2,
+                         "single_process_below_mb": 0},
                "evaluate": {"gate": {"metric": "accuracy", "min": 0.9}}}
 
 
@@ -113,7 +115,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tmp_path):
               "preprocess": [{"op": "standard_scale"}]},
         model={"kind": "torch_mlp", "hidden": [256, 256]},
         train={"epochs": 8, "batch_size": 64, "workers": 2, "max_failures": 2,
-               "checkpoint_every": 1},
+               "checkpoint_every": 1, "single_process_below_mb": 0},
         evaluate={"gate": {"metric": "accuracy", "min": 0.5}},
     ))
     outcome: dict = {}
@@ -137,13 +139,55 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tmp_path):
     assert sorted(m.step for m in history) == list(range(1, 9))
 
 
-def _kill_a_worker_after_a_checkpoint(train_dir: Path, thread: threading.Thread) -> bool:
+def test_small_data_trains_in_one_task_that_resumes_after_its_process_is_killed(
+        ray_session, tmp_path):
+    """Below train.single_process_below_mb the loop runs in one Ray task, not a worker group of
+    `workers`; SIGKILL its process after a checkpoint: Ray runs the task again, it resumes
+    from the checkpoint on storage, and the run registers with every epoch's history."""
+    spec = parse_spec(_spec(
+        tmp_path, name="it-one-task",
+        # 12k x 64 float32 = 2.9 MiB model-ready: below the default 4 MiB
+        data={"source": {"kind": "synthetic", "rows": 12000, "features": 64, "classes": 3},
+              "preprocess": [{"op": "standard_scale"}]},
+        model={"kind": "torch_mlp", "hidden": [512, 512]},
+        train={"epochs": 8, "batch_size": 16, "workers": 2, "max_failures": 2,
+               "checkpoint_every": 1},
+        evaluate={"gate": {"metric": "accuracy", "min": 0.5}},
+    ))
+    lines: list[str] = []
+    outcome: dict = {}
+
+    def _run():
+        try:
+            outcome["summary"] = run_job(spec, echo=lines.append)
+        except BaseException as e:  # surfaced by the assertion below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=_run)
+    thread.start()
+    killed = _kill_a_worker_after_a_checkpoint(tmp_path / "store" / "ray_train", thread,
+                                               "ray::task_loop")
+    thread.join(timeout=600)
+    assert killed, "no checkpoint appeared while training ran"
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert any("one process trains, not a worker group of 2" in line for line in lines), lines
+    assert summary.restarts >= 1
+    assert summary.verdict.passed
+    history = mlflow.MlflowClient().get_metric_history(summary.run_id, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, 9))
+    kept = sorted(p.name for p in (tmp_path / "store" / "ray_train").glob("*/checkpoint_*"))
+    assert kept == ["checkpoint_000007", "checkpoint_000008"]  # the last two
+
+
+def _kill_a_worker_after_a_checkpoint(train_dir: Path, thread: threading.Thread,
+                                      process: str = "ray::RayTrainWorker") -> bool:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and thread.is_alive():
         # two finished checkpoints: the first is surely registered with the controller by now
         if len(list(train_dir.glob("*/checkpoint_*/progress.json"))) >= 2:
             for proc in psutil.process_iter(["cmdline"]):
-                if "ray::RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                if process in " ".join(proc.info["cmdline"] or []):
                     proc.kill()
                     return True
         time.sleep(0.2)

@@ -35,7 +35,8 @@ MLRT = str(BIN / "mlrt")
 # 2 workers x 1 CPU on the 2 x 2-CPU cluster; small batches and one checkpoint per epoch so
 # that a worker can be killed after the first checkpoint while training still runs
 TRAIN = ["--set", "train.epochs=6", "--set", "train.batch_size=16",
-         "--set", "train.checkpoint_every=1", "--set", "evaluate.gate.min=0.8"]
+         "--set", "train.checkpoint_every=1", "--set", "evaluate.gate.min=0.8",
+         "--set", "train.single_process_below_mb=0"]  # Ray Train's workers, on digits too
 TUNE = ["--set", "tune.samples=4", "--set", "train.epochs=4", "--set", "train.batch_size=16",
         "--set", "tune.scheduler={kind: fifo}", "--set", "evaluate.gate.min=0.5"]
 # Ray Train V2 writes it next to the checkpoints once its controller registers one
