@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -298,9 +299,12 @@ def _merge_counts(current: ColumnStats, block: ColumnStats, has_moments: bool) -
 
 def collect_stats(train_ds, plan: StatPlan) -> dict[Key, ColumnStats]:
     """One Ray Data execution over the training split: whole blocks as Arrow, a few hundred
-    bytes back per block."""
+    bytes back per block. A split already in memory (a pandas frame) is one block, read here."""
     if not plan.columns():
         return {}
+    if isinstance(train_ds, pd.DataFrame):
+        block = pa.Table.from_pandas(train_ds[plan.columns()], preserve_index=False)
+        return combine_partials([partial_stats(block, plan).column("stats")[0].as_py()])
     partials = train_ds.select_columns(plan.columns()).map_batches(
         partial_stats, batch_format="pyarrow", batch_size=None, fn_kwargs={"plan": plan})
     return combine_partials([row["stats"] for row in partials.take_all()])

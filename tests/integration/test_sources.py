@@ -147,3 +147,52 @@ def test_synthetic_source_is_generated_in_parallel_and_deterministic(ray_session
                                   check_dtype=False)
     other = rows(SyntheticSource(kind="synthetic", rows=4500, features=3, classes=3, seed=5))
     assert frame_fingerprint(other) != frame_fingerprint(parallel)
+
+
+def test_small_files_are_read_in_memory_with_the_streamed_result(ray_session, tmp_path, frame,
+                                                                 monkeypatch):
+    """Files below IN_MEMORY_BELOW_BYTES are read once into the driver (no Ray Data pipeline):
+    the same rows, split, classes and fingerprint as the Ray Data pass over the same files.
+    Hidden files and, for parquet, other extensions are skipped as Ray's readers skip them."""
+    from runtime.data import table as table_module
+
+    (tmp_path / "csv").mkdir()
+    frame.iloc[:120].to_csv(tmp_path / "csv" / "a.csv", index=False)
+    frame.iloc[120:].to_csv(tmp_path / "csv" / "b.csv", index=False)
+    (tmp_path / "csv" / ".~lock.a.csv#").write_text("not, a row\n")
+    (tmp_path / "pq").mkdir()
+    frame.iloc[:200].to_parquet(tmp_path / "pq" / "part-0.parquet")
+    frame.iloc[200:].to_parquet(tmp_path / "pq" / "part-1.parquet")
+    (tmp_path / "pq" / "README.txt").write_text("written by the export job\n")
+    for source in ({"kind": "csv", "path": str(tmp_path / "csv")},
+                   {"kind": "parquet", "path": str(tmp_path / "pq")}):
+        data = Data(source=source, target="label", split={"test": 0.25, "validation": 0.1})
+        in_memory = load_table(data, "classification")
+        with monkeypatch.context() as m:
+            m.setattr(table_module, "IN_MEMORY_BELOW_BYTES", 0)
+            streamed = load_table(data, "classification")
+        assert in_memory.frames is not None and streamed.frames is None, source
+        assert in_memory.rows == streamed.rows == 300
+        assert in_memory.fingerprint == streamed.fingerprint
+        assert in_memory.split_rows == streamed.split_rows
+        assert in_memory.classes == streamed.classes == [0, 1]
+        assert in_memory.feature_types == streamed.feature_types
+        columns = [*in_memory.features, "label"]
+        mine = in_memory.frames["test"][columns].sort_values(columns).reset_index(drop=True)
+        theirs = streamed.dataset("test").to_pandas()[columns].sort_values(columns)
+        pd.testing.assert_frame_equal(mine, theirs.reset_index(drop=True), check_dtype=False)
+
+
+def test_hive_partitioned_and_broken_small_files(ray_session, tmp_path, frame):
+    """Hive-style folders stay with Ray's reader (it adds the partition column); a small file
+    that is not CSV fails with the field named, like a large one."""
+    for color, part in frame.groupby("color"):
+        (tmp_path / "hive" / f"color={color}").mkdir(parents=True)
+        part.drop(columns="color").to_parquet(tmp_path / "hive" / f"color={color}" / "0.parquet")
+    table = load_table(Data(source={"kind": "parquet", "path": str(tmp_path / "hive")},
+                            target="label"), "classification")
+    assert table.frames is None and "color" in table.features and table.rows == 300
+    (tmp_path / "bad.csv").write_bytes(b"a,b\n1,2\n3,4,5\n")
+    with pytest.raises(InputError, match=r"data.source.path: cannot read csv at .*bad.csv"):
+        load_table(Data(source={"kind": "csv", "path": str(tmp_path / "bad.csv")}, target="b"),
+                   "classification")
