@@ -8,7 +8,8 @@ Each run is a fresh process, imports included, timed from outside (wall clock):
   Adam lr 0.003, batch 64, 20 epochs, standard-scaled features, a stratified 20% test split),
   one process, no checkpoints, no registry; prints its test accuracy.
 - mlrt: `mlrt run jobs/digits.yaml` into a temp storage (sqlite MLflow): everything the spec
-  asks for (checks, profile, 2 Train workers, checkpoints, evaluation, gate, registration).
+  asks for (checks, profile, training with checkpoints, evaluation, gate, registration; at
+  this size the spec's `workers: 2` trains in one process, see train.single_process_below_mb).
 - csv1k: `mlrt run` of a 1,000-row CSV with 6 numeric features (1 Train worker, 40 epochs),
   the size of a first job on a user's own file. Target: <= 15 s end to end.
 Runs alternate (script, mlrt, csv1k, script, ...) so that the machine's drift hits all alike.
