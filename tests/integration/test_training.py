@@ -118,25 +118,9 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tmp_path):
                "checkpoint_every": 1, "single_process_below_mb": 0},
         evaluate={"gate": {"metric": "accuracy", "min": 0.5}},
     ))
-    outcome: dict = {}
-
-    def _run():
-        try:
-            outcome["summary"] = run_job(spec, echo=lambda _: None)
-        except BaseException as e:  # surfaced by the assertion below
-            outcome["error"] = e
-
-    thread = threading.Thread(target=_run)
-    thread.start()
-    killed = _kill_a_worker_after_a_checkpoint(tmp_path / "store" / "ray_train", thread)
-    thread.join(timeout=600)
-    assert killed, "no checkpoint appeared while training ran"
-    assert "error" not in outcome, outcome.get("error")
-    summary = outcome["summary"]
-    assert summary.restarts >= 1
-    assert summary.verdict.passed
-    history = mlflow.MlflowClient().get_metric_history(summary.run_id, "train_loss")
-    assert sorted(m.step for m in history) == list(range(1, 9))
+    outcome, killed = _run_and_kill(spec, tmp_path / "store" / "ray_train",
+                                    "ray::RayTrainWorker")
+    _assert_resumed(outcome, killed, epochs=8)
 
 
 def test_small_data_trains_in_one_task_that_resumes_after_its_process_is_killed(
@@ -154,34 +138,45 @@ def test_small_data_trains_in_one_task_that_resumes_after_its_process_is_killed(
                "checkpoint_every": 1},
         evaluate={"gate": {"metric": "accuracy", "min": 0.5}},
     ))
-    lines: list[str] = []
-    outcome: dict = {}
-
-    def _run():
-        try:
-            outcome["summary"] = run_job(spec, echo=lines.append)
-        except BaseException as e:  # surfaced by the assertion below
-            outcome["error"] = e
-
-    thread = threading.Thread(target=_run)
-    thread.start()
-    killed = _kill_a_worker_after_a_checkpoint(tmp_path / "store" / "ray_train", thread,
-                                               "ray::task_loop")
-    thread.join(timeout=600)
-    assert killed, "no checkpoint appeared while training ran"
-    assert "error" not in outcome, outcome.get("error")
-    summary = outcome["summary"]
+    outcome, killed = _run_and_kill(spec, tmp_path / "store" / "ray_train", "ray::task_loop")
+    _assert_resumed(outcome, killed, epochs=8)
+    lines = outcome["lines"]
     assert any("one process trains, not a worker group of 2" in line for line in lines), lines
-    assert summary.restarts >= 1
-    assert summary.verdict.passed
-    history = mlflow.MlflowClient().get_metric_history(summary.run_id, "train_loss")
-    assert sorted(m.step for m in history) == list(range(1, 9))
     kept = sorted(p.name for p in (tmp_path / "store" / "ray_train").glob("*/checkpoint_*"))
     assert kept == ["checkpoint_000007", "checkpoint_000008"]  # the last two
 
 
+def _assert_resumed(outcome: dict, killed: bool, epochs: int) -> None:
+    """The killed run resumed from a checkpoint, passed its gate, and logged every epoch."""
+    assert killed, "no checkpoint appeared while training ran"
+    assert "error" not in outcome, outcome.get("error")
+    summary = outcome["summary"]
+    assert summary.restarts >= 1
+    assert summary.verdict.passed
+    history = mlflow.MlflowClient().get_metric_history(summary.run_id, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+
+
+def _run_and_kill(spec, train_dir: Path, process: str) -> tuple[dict, bool]:
+    """Run the job in a thread; SIGKILL the first `process` once checkpoints exist. Returns
+    ({"summary" or "error", "lines": the run's output}, whether a process was killed)."""
+    outcome: dict = {"lines": []}
+
+    def _run():
+        try:
+            outcome["summary"] = run_job(spec, echo=outcome["lines"].append)
+        except BaseException as e:  # surfaced by the caller's assertion
+            outcome["error"] = e
+
+    thread = threading.Thread(target=_run)
+    thread.start()
+    killed = _kill_a_worker_after_a_checkpoint(train_dir, thread, process)
+    thread.join(timeout=600)
+    return outcome, killed
+
+
 def _kill_a_worker_after_a_checkpoint(train_dir: Path, thread: threading.Thread,
-                                      process: str = "ray::RayTrainWorker") -> bool:
+                                      process: str) -> bool:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and thread.is_alive():
         # two finished checkpoints: the first is surely registered with the controller by now
