@@ -63,7 +63,7 @@ def read_small(source, below: int):
             continue
         for f in filesystem.get_file_info(FileSelector(info.path, recursive=True)):
             parts = f.path[len(info.path):].strip("/").split("/")
-            if f.type != FileType.File or any(p[:1] in "._" for p in parts):
+            if f.type != FileType.File or any(p.startswith((".", "_")) for p in parts):
                 continue
             if "=" in "/".join(parts[:-1]):
                 return None

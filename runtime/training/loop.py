@@ -198,12 +198,12 @@ class _StoredCheckpoint:
             yield tmp
 
 
-def task_loop(config: LoopConfig, arrays: dict, root: str, threads: int) -> str | None:
+def task_loop(config: LoopConfig, arrays: dict, root: str, threads: int) -> str:
     """Entry point of the one-task training (small data): the loop in this process; returns
-    the path of the last checkpoint on storage."""
+    the path of the last checkpoint on storage (the loop always checkpoints its last epoch)."""
     session = _TaskSession(arrays, root, threads)
     run_loop(config, session)
-    return session.saved[-1] if session.saved else None
+    return session.saved[-1]
 
 
 def train_loop(config: dict) -> None:

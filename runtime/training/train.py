@@ -131,8 +131,7 @@ def train_torch(spec: Train, model_spec: ModelSpec, datasets: dict, n_in: int,
     try:
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
-        raise TrainingError(f"training failed after {spec.max_failures} retries "
-                            f"(train.max_failures): {_first_line(e)}") from e
+        raise _training_failed(spec, e) from e
     if result.checkpoint is None:
         raise TrainingError("training finished without a checkpoint")
     with result.checkpoint.as_directory() as d:
@@ -157,10 +156,7 @@ def train_torch_in_task(spec: Train, model_spec: ModelSpec, arrays: dict, n_in: 
     try:
         last = ray.get(task.remote(config, arrays, root, max(1, int(spec.cpus_per_worker))))
     except ray.exceptions.RayError as e:
-        raise TrainingError(f"training failed after {spec.max_failures} retries "
-                            f"(train.max_failures): {_first_line(e)}") from e
-    if last is None:
-        raise TrainingError("training finished without a checkpoint")
+        raise _training_failed(spec, e) from e
     with _StoredCheckpoint(checkpoint_store(root)[0], last).as_directory() as d:
         return load_output(Path(d), model_spec, n_in, config.n_out)
 
@@ -205,6 +201,11 @@ def _fit_estimator(estimator, train, state: dict, target: str):
 
         train = to_frame(pa.concat_tables(ray.get(train.to_arrow_refs())))
     return estimator.fit(transform_frame(state, train), train[target].to_numpy())
+
+
+def _training_failed(spec: Train, error: BaseException) -> TrainingError:
+    return TrainingError(f"training failed after {spec.max_failures} retries "
+                         f"(train.max_failures): {_first_line(error)}")
 
 
 def _first_line(error: BaseException) -> str:

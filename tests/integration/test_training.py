@@ -13,6 +13,7 @@ import psutil
 import pytest
 from factories import spec_data
 
+from runtime.errors import TrainingError
 from runtime.pipeline.driver import run_job
 from runtime.registry import tracking, versions
 from runtime.spec import parse_spec
@@ -144,6 +145,24 @@ def test_small_data_trains_in_one_task_that_resumes_after_its_process_is_killed(
     assert any("one process trains, not a worker group of 2" in line for line in lines), lines
     kept = sorted(p.name for p in (tmp_path / "store" / "ray_train").glob("*/checkpoint_*"))
     assert kept == ["checkpoint_000007", "checkpoint_000008"]  # the last two
+
+
+def test_one_task_training_killed_without_retries_fails_clearly_and_registers_nothing(
+        ray_session, tmp_path):
+    """train.max_failures 0: the killed task is not run again; the run fails naming the
+    field, and no version is registered."""
+    spec = parse_spec(_spec(
+        tmp_path, name="it-one-task-dies",
+        data={"source": {"kind": "synthetic", "rows": 12000, "features": 64, "classes": 3}},
+        model={"kind": "torch_mlp", "hidden": [512, 512]},
+        train={"epochs": 8, "batch_size": 16, "max_failures": 0, "checkpoint_every": 1},
+    ))
+    outcome, killed = _run_and_kill(spec, tmp_path / "store" / "ray_train", "ray::task_loop")
+    assert killed, "no checkpoint appeared while training ran"
+    assert isinstance(outcome.get("error"), TrainingError), outcome
+    assert "training failed after 0 retries (train.max_failures)" in str(outcome["error"])
+    tracking.use_store(str(tmp_path / "store"))
+    assert versions.version_by_alias("it-one-task-dies", "champion") is None
 
 
 def _assert_resumed(outcome: dict, killed: bool, epochs: int) -> None:

@@ -42,6 +42,8 @@ _DELETE = object()
 
 BAD_SPECS = [
     (_with(train__workers=0), "train.workers: must be >= 1, got 0"),
+    (_with(train__single_process_below_mb=-1),
+     "train.single_process_below_mb: must be >= 0, got -1"),
     (_with(train__epochs="ten"), "train.epochs: must be a valid integer"),
     (_with(train__lr=-0.1), "train.lr: must be > 0, got -0.1"),
     (_with(train__epoch=3), "train.epoch: unknown field 'epoch'; did you mean 'epochs'?"),
