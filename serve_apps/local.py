@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -71,8 +72,34 @@ def local_env(port: int) -> dict[str, str]:
     return env
 
 
+_RAY_WORKER_PORTS = range(10002, 20000)  # Ray's default min/max_worker_port
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free TCP port on 127.0.0.1 that stays free until something binds it.
+
+    Not one the kernel picks (port 0): that comes from the ephemeral range, which the many
+    processes a Ray start spawns draw on for their own connections and listeners, so by the
+    time HAProxy binds it another process may hold it (seen in CI). So: a random port between
+    Ray's worker ports and the ephemeral range, checked free, never the same twice here."""
+    low = max(_RAY_WORKER_PORTS.stop, 1024)
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: the IANA ephemeral range
+        high = 49152
+    for _ in range(200 if high - low > 100 else 0):
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # no room below the ephemeral range: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

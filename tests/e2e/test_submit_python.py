@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,14 +25,10 @@ import psutil
 import pytest
 from user import MLRT, user_dir  # tests/e2e/user.py
 
+from serve_apps.local import free_port
+
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _path_without_venv() -> str:
@@ -45,15 +40,15 @@ def _path_without_venv() -> str:
 def bare_head():
     temp_dir = tempfile.mkdtemp(prefix="mlrt-rayh-", dir="/tmp")  # short: socket paths
     token = secrets.token_hex(16)
-    dashboard = _free_port()
+    dashboard = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAY_", "MLFLOW_", "VIRTUAL_ENV"))}
     env.update(PATH=_path_without_venv(), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     started = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", "--port", str(_free_port()),
+        [str(BIN / "ray"), "start", "--head", "--port", str(free_port()),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-         "--ray-client-server-port", str(_free_port()),
-         "--dashboard-agent-listen-port", str(_free_port()), "--num-cpus", "2",
+         "--ray-client-server-port", str(free_port()),
+         "--dashboard-agent-listen-port", str(free_port()), "--num-cpus", "2",
          "--temp-dir", temp_dir, "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180, check=False)
     try:

@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from serve_apps.local import free_port
 
 pytestmark = pytest.mark.platform
 REPO = Path(__file__).resolve().parents[2]
@@ -108,12 +109,6 @@ def follow(proc: subprocess.Popen, log: Path, until, timeout: float, what: str) 
             pytest.fail(f"the job ended before {what}:\n{log.read_text()[-4000:]}")
         time.sleep(0.3)
     pytest.fail(f"no {what} within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_id_of(text: str) -> str:
