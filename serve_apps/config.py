@@ -14,7 +14,12 @@ for any method). A replica SIGKILLed under load also drops the requests already 
 open keep-alive connections: HAProxy sees an empty or cut response, and the client got an error
 (5 of 13,723 requests at c8 before). Every mlrt endpoint is idempotent (a prediction is a pure
 function of the row; a label resent is the same label, the last one wins), so mlrt also retries
-those on another replica (`option redispatch 1` is Ray's default).
+those on another replica (`option redispatch 1` is Ray's default). HAProxy keeps a copy to
+replay only of a request it has whole when it first sends it; a client that writes the headers
+and the body apart (httpx) was often forwarded before its body came, and those were
+still lost. `option http-buffer-request` makes HAProxy wait for the body first (the request
+fits in its 16 KiB buffer, `RAY_SERVE_HAPROXY_TUNE_BUFSIZE`; a bigger one is forwarded as it
+comes and is not retried).
 """
 
 from __future__ import annotations
@@ -32,12 +37,16 @@ from runtime.errors import InputError
 from runtime.spec import JobSpec, Serve
 
 APP_IMPORT = "serve_apps.predictor:build_app"
+# Ray 2.60 has no setting for `option http-buffer-request`; it writes RAY_SERVE_HAPROXY_RETRY_ON
+# verbatim into its `defaults` section, so the option goes on a line of its own after it
+# (tests/unit/test_serve_config.py renders Ray's template with it and has HAProxy check it).
+HAPROXY_RETRY_ON = "conn-failure empty-response junk-response\n    option http-buffer-request"
 # User code on the replica's own event loop, not a second loop in its own thread: each request
 # otherwise crosses between the two loops (py-spy at c16: 44% of the replica's samples in the
 # ingress loop, 48% in the user loop). mlrt's handlers never block for long: the model call is
 # one batch, registry polling and capture writing have their own threads.
 FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-                 "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
+                 "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON,
                  "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 DEFAULT_PORT = 8000
 

