@@ -29,6 +29,7 @@ Why the pieces look the way they do:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -178,6 +179,10 @@ class ModelServer:
         self._inflight += 1
         try:
             if len(rows) >= self._max_rows:
+                # Yield once first. A request HAProxy forwards whole (http-buffer-request) would
+                # otherwise run to its answer without ever giving the loop back, so the requests
+                # behind it would wait in the sockets, uncounted: no 503 at max_queued_requests.
+                await asyncio.sleep(0)
                 labels, proba = self._run(loaded, [rows])[0]
             else:
                 # alone on this replica: do not wait for a batch that will not come
