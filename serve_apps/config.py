@@ -39,7 +39,7 @@ from runtime.spec import JobSpec, Serve
 APP_IMPORT = "serve_apps.predictor:build_app"
 # Ray 2.60 has no setting for `option http-buffer-request`; it writes RAY_SERVE_HAPROXY_RETRY_ON
 # verbatim into its `defaults` section, so the option goes on a line of its own after it
-# (tests/unit/test_serve_config.py renders Ray's template with it and has HAProxy check it).
+# (tests/unit/serve_apps/test_config.py renders Ray's template with it and has HAProxy check it).
 HAPROXY_RETRY_ON = "conn-failure empty-response junk-response\n    option http-buffer-request"
 # User code on the replica's own event loop, not a second loop in its own thread: each request
 # otherwise crosses between the two loops (py-spy at c16: 44% of the replica's samples in the

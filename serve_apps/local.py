@@ -72,7 +72,7 @@ def local_env(port: int) -> dict[str, str]:
     return env
 
 
-_RAY_WORKER_PORTS = range(10002, 20000)  # Ray's default min/max_worker_port
+_ABOVE_RAY_WORKER_PORTS = 20000  # Ray's default min/max_worker_port: 10002-19999
 _handed_out: set[int] = set()
 
 
@@ -83,7 +83,7 @@ def free_port() -> int:
     processes a Ray start spawns draw on for their own connections and listeners, so by the
     time HAProxy binds it another process may hold it (seen in CI). So: a random port between
     Ray's worker ports and the ephemeral range, checked free, never the same twice here."""
-    low = max(_RAY_WORKER_PORTS.stop, 1024)
+    low = _ABOVE_RAY_WORKER_PORTS
     try:
         high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):  # not Linux: the IANA ephemeral range
