@@ -19,6 +19,7 @@ leaves partial output behind. `--output` is a local path (or a shared mount the 
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.data.arrow import is_numeric, is_text
+from runtime.data.arrow import dictionary_columns, is_numeric, is_text
 from runtime.data.sources import expand_paths, read_files
 from runtime.data.table import preview
 from runtime.errors import InputError
@@ -195,14 +196,16 @@ def predict_dataset(ds, model: ModelFiles, batch_size: int, actors: int,
     )
 
 
-def write_atomic(ds, output: Path, overwrite: bool = False) -> tuple[int, int]:
+def write_atomic(ds, output: Path, overwrite: bool = False,
+                 write: Callable[..., None] | None = None) -> tuple[int, int]:
     """Execute `ds` into `output` (parquet files) via a temp dir renamed at the end; a failure
-    removes the temp dir, leaving `output` as it was. Returns (rows, files)."""
+    removes the temp dir, leaving `output` as it was. `write(ds, path)`: the parquet writer
+    (default: `_write_parquet` with pyarrow's options). Returns (rows, files)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.mlrt-tmp-{uuid.uuid4().hex[:8]}"
     old = output.parent / f".{output.name}.mlrt-old-{uuid.uuid4().hex[:8]}"
     try:
-        _write_parquet(ds, str(tmp))
+        (write or _write_parquet)(ds, str(tmp))
         rows, files = _count_rows(tmp)
         if output.exists() and overwrite:
             output.rename(old)
@@ -216,10 +219,13 @@ def write_atomic(ds, output: Path, overwrite: bool = False) -> tuple[int, int]:
     return rows, files
 
 
-def _write_parquet(ds, path: str, filesystem=None) -> None:
+def _write_parquet(ds, path: str, filesystem=None, dictionary: list[str] | None = None) -> None:
+    """`dictionary`: the only columns parquet dictionary-encodes (None: pyarrow's default,
+    every column); runtime.data.arrow.dictionary_columns says why."""
+    options = {} if dictionary is None else {"use_dictionary": dictionary}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_POOL_WARNING, category=UserWarning)
-        _run_unwrapped(lambda: ds.write_parquet(path, filesystem=filesystem))
+        _run_unwrapped(lambda: ds.write_parquet(path, filesystem=filesystem, **options))
 
 
 def _run_unwrapped(action: Callable[[], Any]) -> Any:
@@ -303,13 +309,19 @@ def run_batch(model_uri: str, input_path: str, output: str, *, fmt: str | None =
     echo(f"[model] {model.name} v{model.version}: {len(model.feature_types)} features")
     echo(f"[ray] {init_ray(address)}")
     ds = read_input(paths, fmt, model.feature_types)
-    check_schema(_schema(ds, input_path), model.feature_types, keep_columns,
-                 model.output_columns())
+    schema = _schema(ds, input_path)
+    check_schema(schema, model.feature_types, keep_columns, model.output_columns())
+    # the kept text columns and a predicted class repeat; probabilities and regression
+    # predictions do not
+    label = ["prediction"] if model.meta.classes else []
+    dictionary = [c for c in dictionary_columns(schema, label)
+                  if keep_columns is None or c in keep_columns or c in label]
+    write = functools.partial(_write_parquet, dictionary=dictionary)
     start = time.perf_counter()
     predictions = predict_dataset(ds, model, batch_size, actors, keep_columns)
     if isinstance(target, str):
-        rows, files = write_uri(predictions, target, overwrite, _write_parquet)
+        rows, files = write_uri(predictions, target, overwrite, write)
     else:
-        rows, files = write_atomic(predictions, target, overwrite)
+        rows, files = write_atomic(predictions, target, overwrite, write)
     return BatchResult(model=f"{model.name}/{model.version}", rows=rows,
                        seconds=time.perf_counter() - start, output=target, files=files)

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runtime.data.arrow import dictionary_columns
 from runtime.monitoring.layout import HASH_PREFIX, day_dir, file_name
 
 logger = logging.getLogger("mlrt.capture")
@@ -86,8 +87,7 @@ def _write_options(table: pa.Table) -> dict:
     request ids or float features; statistics for `time` only (nothing filters on the
     others). Measured on a 600-row flush of a 64-feature model: 2.9 ms instead of 4.3 ms
     (3.5 instead of up to 21 ms at worst)."""
-    text = [f.name for f in table.schema
-            if pa.types.is_string(f.type) and f.name != "request_id"]
+    text = [c for c in dictionary_columns(table.schema) if c != "request_id"]
     return {"use_dictionary": text,
             "write_statistics": ["time"] if "time" in table.schema.names else False}
 

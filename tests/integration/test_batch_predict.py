@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from factories import LOGISTIC, make_spec, mixed_rows
 
@@ -69,6 +70,19 @@ def test_predictions_equal_the_pyfunc_model(model, tmp_path):
         np.testing.assert_allclose(got[f"probability_{c}"], expected[f"probability_{c}"],
                                    rtol=1e-12)
     assert _leftovers(tmp_path) == []
+    # dictionaries only where values repeat: the text input and the predicted class, not the
+    # probabilities (trying them costs the writer most of its time, for a bigger file)
+    for file in (tmp_path / "out").glob("*.parquet"):
+        encoded = _dictionary_encoded(file)
+        assert {"color", "prediction"} <= encoded, encoded
+        assert not encoded & {"x1", *(f"probability_{c}" for c in classes)}, encoded
+
+
+def _dictionary_encoded(file: Path) -> set[str]:
+    meta = pq.ParquetFile(file).metadata
+    return {meta.row_group(g).column(i).path_in_schema for g in range(meta.num_row_groups)
+            for i in range(meta.num_columns)
+            if any("DICTIONARY" in e for e in meta.row_group(g).column(i).encodings)}
 
 
 def test_csv_glob_and_a_subset_of_columns(model, tmp_path):
