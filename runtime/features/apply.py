@@ -229,16 +229,7 @@ def _numeric_steps(x: np.ndarray, name: str, steps: list[Step]) -> np.ndarray:
 
 def _numeric_step(step: Step, names: Sequence[str], x: np.ndarray) -> np.ndarray:
     """One non-encoder step on float64 columns `names` (x: rows x len(names), NaN = null)."""
-    if step.op == "impute":
-        values = [step.values[c] for c in names]
-        if not all(isinstance(v, int | float) for v in values):
-            raise _NeedsPandas  # pandas decides what None/text fill means
-        return np.where(np.isnan(x), np.array(values, dtype=np.float64), x)
-    if step.op in STATELESS:
-        return apply_stateless(step, x)
-    shifts, spreads = zip(*(_affine(step, c) for c in names), strict=True)
-    shift = np.array([np.nan if v is None else v for v in shifts], dtype=np.float64)
-    return (x - shift) / np.array(spreads, dtype=np.float64)  # unfitted column: NaN
+    return _numeric_function(step, names)(x)
 
 
 def _column_steps(state: PreprocessState) -> dict[str, list[Step]]:
@@ -250,25 +241,59 @@ def _column_steps(state: PreprocessState) -> dict[str, list[Step]]:
     return steps
 
 
-def transform_numeric(state: PreprocessState, x: np.ndarray) -> np.ndarray:
+def transform_numeric(state: PreprocessState, x: np.ndarray,
+                      compiled: NumericTransform | None = None) -> np.ndarray:
     """Raw rows of numbers (float64, NaN = null, columns in `state.features` order) -> the
     model matrix: transform_frame's numbers without a DataFrame or a table, for the small
-    requests of online serving, where pandas' per-column overhead is most of the cost."""
+    requests of online serving, where pandas' per-column overhead is most of the cost.
+    `compiled`: `NumericTransform(state)`, kept by a caller that transforms many times."""
     if x.ndim != 2 or x.shape[1] != len(state.features):
         raise InputError(f"expected rows of {len(state.features)} values, got shape "
                          f"{x.shape}")
-    try:
-        if encoders(state):
-            raise _NeedsPandas
-        position = {c: j for j, c in enumerate(state.features)}
-        # a C-ordered copy (as transform_frame returns: BLAS sums depend on the layout)
-        out = np.array(x, dtype=np.float64, order="C")
-        for step in state.steps:
-            idx = [position[c] for c in step.columns]
-            out[:, idx] = _numeric_step(step, step.columns, out[:, idx])
-        return out.astype(np.float32)
-    except _NeedsPandas:
+    steps = compiled if compiled is not None else NumericTransform(state)
+    if not steps.numeric:
         return transform_frame(state, pd.DataFrame(x, columns=list(state.features)))
+    # a C-ordered copy (as transform_frame returns: BLAS sums depend on the layout)
+    out = np.array(x, dtype=np.float64, order="C")
+    for columns, apply in steps.steps:
+        out[:, columns] = apply(out[:, columns])
+    return out.astype(np.float32)
+
+
+class NumericTransform:
+    """A state's steps for transform_numeric with their constants worked out once (a scaler's
+    shifts and spreads, an imputer's values, the columns' positions): per request only the
+    arithmetic is left. `numeric` is False when a step needs pandas (an encoder, a text fill)."""
+
+    def __init__(self, state: PreprocessState):
+        self.steps: list[tuple[Any, Any]] = []
+        self.numeric = not encoders(state)
+        position = {c: j for j, c in enumerate(state.features)}
+        for step in state.steps if self.numeric else ():
+            idx = [position[c] for c in step.columns]
+            columns = slice(None) if idx == list(range(len(position))) else idx
+            try:
+                self.steps.append((columns, _numeric_function(step, step.columns)))
+            except _NeedsPandas:
+                self.numeric, self.steps = False, []
+                break
+
+
+def _numeric_function(step: Step, names: Sequence[str]):
+    """One non-encoder step on float64 columns `names` as a function of x (rows x
+    len(names), NaN = null), its constants computed now."""
+    if step.op == "impute":
+        values = [step.values[c] for c in names]
+        if not all(isinstance(v, int | float) for v in values):
+            raise _NeedsPandas  # pandas decides what None/text fill means
+        fill = np.array(values, dtype=np.float64)
+        return lambda x: np.where(np.isnan(x), fill, x)
+    if step.op in STATELESS:
+        return lambda x: apply_stateless(step, x)
+    shifts, spreads = zip(*(_affine(step, c) for c in names), strict=True)
+    shift = np.array([np.nan if v is None else v for v in shifts], dtype=np.float64)
+    spread = np.array(spreads, dtype=np.float64)
+    return lambda x: (x - shift) / spread  # unfitted column: NaN
 
 
 def _encode_into(block: np.ndarray, column: pa.ChunkedArray, name: str, steps: list[Step],

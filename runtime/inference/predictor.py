@@ -6,14 +6,14 @@ evaluation, `mlflow.pyfunc`, batch inference and the Serve replicas all call it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from runtime.features.apply import encoders, transform_frame, transform_numeric
+from runtime.features.apply import NumericTransform, encoders, transform_frame, transform_numeric
 from runtime.features.state import PreprocessState
 from runtime.registry.model_dir import ModelMeta, read_model_dir
 
@@ -23,6 +23,8 @@ class Predictor:
     meta: ModelMeta
     state: PreprocessState
     model: Any
+    _numeric: NumericTransform | None = field(default=None, init=False, repr=False,
+                                              compare=False)
 
     @classmethod
     def load(cls, directory: str | Path) -> Predictor:
@@ -59,7 +61,9 @@ class Predictor:
     def predict_rows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw numeric rows (float64, NaN = null, columns in `features` order) ->
         (predictions, probabilities), without pandas: online serving's fast path."""
-        return self.predict_matrix(transform_numeric(self.state, x))
+        if self._numeric is None:  # the state's constants, worked out on the first call
+            self._numeric = NumericTransform(self.state)
+        return self.predict_matrix(transform_numeric(self.state, x, self._numeric))
 
     def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Preprocessed float32 rows (runtime.features.apply) -> (predictions, probabilities)."""
