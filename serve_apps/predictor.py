@@ -17,9 +17,11 @@ request id that every response names: request capture (`serve.capture`) queues i
 Why the pieces look the way they do:
 - Bodies are parsed by hand (serve_apps/validate.py), not by pydantic: the error must name the
   row and the feature, and single-row requests are the hot path.
-- Batching is `@serve.batch` counted in rows, with its wait set per request: 0 when this
-  request is alone on the replica (a lone request never waits out `batch.wait_ms`), `wait_ms`
-  when others are in flight (they will join the batch). Requests bigger than a batch skip it.
+- Batching is `@serve.batch` counted in rows. A request alone on its replica, or one of a
+  full batch's rows, skips it: the model runs at once. Otherwise a batch waits up to
+  `batch.wait_ms` for more rows, but only until it holds every row the replica has received
+  (its max size is set to those rows): under load the rows that came in during the last model
+  call form the next batch at once.
 - Zero-downtime updates: a thread polls the registry aliases every `poll_s`; a new version is
   loaded beside the old one and swapped in with one assignment. A request keeps the routing it
   started with, so no request fails during the switch, and every response names its version.
@@ -114,6 +116,36 @@ def _metrics() -> dict:
     }
 
 
+class _Unbatched:
+    """A single-row request in its replica's count of rows that no batch has taken yet
+    (`ModelServer._unbatched_rows`): counted off once, when a batch takes it (`_batch_rows`)
+    or when the request ends. Each change resizes the batch that forms next
+    (`ModelServer._size_batches`)."""
+
+    __slots__ = ("server", "rows")
+
+    def __init__(self, server: Any, rows: int):
+        self.server, self.rows = server, rows
+        if rows:
+            server._unbatched_rows += rows
+            server._size_batches()
+
+    def batched(self) -> None:
+        if self.rows:
+            self.server._unbatched_rows -= self.rows
+            self.rows = 0
+            self.server._size_batches()
+
+
+def _batch_rows(items: list[tuple[Any, list, _Unbatched]]) -> int:
+    """The batcher's size of a batch it is forming, in rows. Serve calls it as each request
+    joins the batch, so this is also where the request's rows stop being rows the batch waits
+    for."""
+    for _, _, ticket in items:
+        ticket.batched()
+    return sum(len(rows) for _, rows, _ in items)
+
+
 @serve.deployment
 @serve.ingress()
 class ModelServer:
@@ -132,7 +164,11 @@ class ModelServer:
         self._wait_s = self.args.serve.batch.wait_ms / 1000
         self._max_rows = self.args.serve.batch.max_size
         self._predict_batch.set_max_batch_size(self._max_rows)
-        self._inflight = 0
+        self._predict_batch.set_batch_wait_timeout_s(self._wait_s)
+        self._inflight = 0  # requests in predict_rows
+        self._unbatched_rows = 0  # their single rows no batch has taken yet (_Unbatched)
+        self._wide_inflight = 0  # those with more rows, but fewer than a batch
+        self._batch_size = self._max_rows
         self._metrics = _metrics()
         monitor_gauges.start(self.args.model_uri, self.args.storage)  # drift -> Prometheus
         self.capture = capture_hook.from_args(self.args, self.routing.champion.name,
@@ -177,20 +213,30 @@ class ModelServer:
         model error or a non-finite answer is a BadRequest(422); a success goes to
         `_on_prediction` with the request's id and its latency since `started`."""
         self._inflight += 1
+        wide = 1 < len(rows) < self._max_rows  # a full batch skips the batcher
+        if wide:
+            self._wide_inflight += 1
+            self._size_batches()
+        # a single row counts as one a batch may wait for, until a batch takes it
+        ticket = _Unbatched(self, 1 if len(rows) == 1 else 0)
         try:
-            if len(rows) >= self._max_rows:
-                # Yield once first. A request HAProxy forwards whole (http-buffer-request) would
-                # otherwise run to its answer without ever giving the loop back, so the requests
-                # behind it would wait in the sockets, uncounted: no 503 at max_queued_requests.
-                await asyncio.sleep(0)
+            # One turn of the loop first, so that the requests that arrived with this one get
+            # here too: they are counted (a whole request HAProxy forwards would otherwise run
+            # to its answer with the requests behind it uncounted in the sockets: no 503 at
+            # max_queued_requests), and they can share this one's batch.
+            await asyncio.sleep(0)
+            if len(rows) >= self._max_rows or self._inflight == 1:
+                # a full batch, or alone on this replica: the model now, without the batcher's
+                # queue, task and future (a tenth of a lone request's replica CPU)
                 labels, proba = self._run(loaded, [rows])[0]
             else:
-                # alone on this replica: do not wait for a batch that will not come
-                self._predict_batch.set_batch_wait_timeout_s(
-                    self._wait_s if self._inflight > 1 else 0.0)
-                labels, proba = await self._predict_batch((loaded, rows))
+                labels, proba = await self._predict_batch((loaded, rows, ticket))
         finally:
             self._inflight -= 1
+            ticket.batched()  # if no batch took it (alone, or cancelled while it waited)
+            if wide:
+                self._wide_inflight -= 1
+                self._size_batches()
         labels, proba = _checked(labels, proba)
         latency_ms = (time.perf_counter() - started) * 1000
         try:
@@ -210,16 +256,27 @@ class ModelServer:
             self.capture.on_prediction(loaded, self.routing, self._registry, request_id, rows,
                                        labels, proba, latency_ms)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0,
-                 batch_size_fn=lambda items: sum(len(rows) for _, rows in items))
-    async def _predict_batch(self, items: list[tuple[Loaded, list]]) -> list:
+    def _size_batches(self) -> None:
+        """The size of the batch that forms next (Serve reads it when a batch takes its first
+        request). A batch waits up to wait_ms for more rows, but while single-row requests are
+        all there is, only until it holds every one this replica has received and no batch
+        has taken: the next have not even arrived. With a wider request in flight the size
+        stays max_size (Serve refuses a batch's first request if it is wider than the size)."""
+        size = self._max_rows if self._wide_inflight else max(
+            1, min(self._max_rows, self._unbatched_rows))
+        if size != self._batch_size:
+            self._batch_size = size
+            self._predict_batch.set_max_batch_size(size)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, batch_size_fn=_batch_rows)
+    async def _predict_batch(self, items: list[tuple[Loaded, list, _Unbatched]]) -> list:
         by_version: dict[str, list[int]] = {}
-        for i, (loaded, _) in enumerate(items):
+        for i, (loaded, _, _) in enumerate(items):
             by_version.setdefault(loaded.version, []).append(i)
         results: list[Any] = [None] * len(items)
         for indices in by_version.values():
             group = [items[i] for i in indices]
-            for i, result in zip(indices, self._run(group[0][0], [r for _, r in group]),
+            for i, result in zip(indices, self._run(group[0][0], [r for _, r, _ in group]),
                                  strict=True):
                 results[i] = result
         return results

@@ -31,6 +31,7 @@ from serve_apps import config, local
 pytestmark = pytest.mark.integration
 NAME = "it-serve"
 KEY_ENV = "MLRT_IT_SERVE_KEY"
+WAIT_MS = 1000  # the open app's batch.wait_ms
 
 
 def _spec(storage: str, c: float, alias: str) -> dict:
@@ -65,7 +66,8 @@ def apps(store) -> dict[str, str]:
     _use_store(store)
     versions.move_alias(NAME, "challenger", store["v2"], _note(store))
     urls = {
-        "open": _start(store, "bc", batch={"max_size": 16, "wait_ms": 5}),
+        # a long wait: a batch that waited for requests still to come would show (a second)
+        "open": _start(store, "bc", batch={"max_size": 16, "wait_ms": WAIT_MS}),
         "strict": _start(store, "strict", auth={"api_key_env": KEY_ENV},
                          max_payload_bytes=20_000, max_queued_requests=1,
                          batch={"max_size": 1, "wait_ms": 0},
@@ -114,6 +116,35 @@ def test_predictions_equal_the_pyfunc_model(store, url):
     np.testing.assert_allclose(np.array(body["probabilities"]),
                                expected[["probability_0", "probability_1"]].to_numpy(),
                                rtol=1e-6)
+
+
+def test_concurrent_requests_never_wait_out_batch_wait_ms(url):
+    """A batch waits for more rows only until it holds every row its replica has received:
+    under load from clients that each wait for their answer (all of them here), no other row
+    can come, so waiting out wait_ms would only add a second to every answer."""
+    rows = _rows(8).values.tolist()
+    alone = [httpx.post(f"{url}/predict", json={"instances": [r]}, timeout=30).json()
+             for r in rows]
+
+    async def burst(client) -> list[tuple[float, dict]]:
+        async def one(row) -> tuple[float, dict]:
+            start = time.perf_counter()
+            response = await client.post(f"{url}/predict", json={"instances": [row]})
+            assert response.status_code == 200, response.text
+            return time.perf_counter() - start, response.json()
+        return await asyncio.gather(*(one(r) for r in rows))
+
+    async def rounds() -> list[tuple[float, dict]]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return [answer for _ in range(10) for answer in await burst(client)]
+
+    answers = asyncio.run(rounds())
+    slowest = max(seconds for seconds, _ in answers)
+    assert slowest < WAIT_MS / 1000 / 2, f"a request took {slowest:.2f}s"
+    for i, (_, body) in enumerate(answers):  # batched or not, each gets its own row's answer
+        expected = alone[i % len(rows)]
+        assert body["predictions"] == expected["predictions"]
+        np.testing.assert_allclose(body["probabilities"], expected["probabilities"], rtol=1e-6)
 
 
 def test_health_metadata_and_openapi(store, url):
