@@ -19,9 +19,9 @@ Why the pieces look the way they do:
   row and the feature, and single-row requests are the hot path.
 - Batching is `@serve.batch` counted in rows. A request alone on its replica, or one of a
   full batch's rows, skips it: the model runs at once. Otherwise a batch waits up to
-  `batch.wait_ms` for more rows, but only until it holds every row the replica has received
-  (its max size is set to those rows): under load the rows that came in during the last model
-  call form the next batch at once.
+  `batch.wait_ms` for more rows; while the requests are single rows, only until it holds every
+  one the replica has received (its max size is set to those rows): under load the rows that
+  came in during the last model call form the next batch at once.
 - Zero-downtime updates: a thread polls the registry aliases every `poll_s`; a new version is
   loaded beside the old one and swapped in with one assignment. A request keeps the routing it
   started with, so no request fails during the switch, and every response names its version.

@@ -196,16 +196,16 @@ def predict_dataset(ds, model: ModelFiles, batch_size: int, actors: int,
     )
 
 
-def write_atomic(ds, output: Path, overwrite: bool = False,
-                 write: Callable[..., None] | None = None) -> tuple[int, int]:
-    """Execute `ds` into `output` (parquet files) via a temp dir renamed at the end; a failure
-    removes the temp dir, leaving `output` as it was. `write(ds, path)`: the parquet writer
-    (default: `_write_parquet` with pyarrow's options). Returns (rows, files)."""
+def write_atomic(ds, output: Path, write: Callable[..., None],
+                 overwrite: bool = False) -> tuple[int, int]:
+    """Execute `ds` into `output` (parquet files, by `write(ds, path)`) via a temp dir renamed
+    at the end; a failure removes the temp dir, leaving `output` as it was. Returns (rows,
+    files)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.parent / f".{output.name}.mlrt-tmp-{uuid.uuid4().hex[:8]}"
     old = output.parent / f".{output.name}.mlrt-old-{uuid.uuid4().hex[:8]}"
     try:
-        (write or _write_parquet)(ds, str(tmp))
+        write(ds, str(tmp))
         rows, files = _count_rows(tmp)
         if output.exists() and overwrite:
             output.rename(old)
@@ -322,6 +322,6 @@ def run_batch(model_uri: str, input_path: str, output: str, *, fmt: str | None =
     if isinstance(target, str):
         rows, files = write_uri(predictions, target, overwrite, write)
     else:
-        rows, files = write_atomic(predictions, target, overwrite, write)
+        rows, files = write_atomic(predictions, target, write, overwrite)
     return BatchResult(model=f"{model.name}/{model.version}", rows=rows,
                        seconds=time.perf_counter() - start, output=target, files=files)

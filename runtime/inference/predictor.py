@@ -6,7 +6,8 @@ evaluation, `mlflow.pyfunc`, batch inference and the Serve replicas all call it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,6 @@ class Predictor:
     meta: ModelMeta
     state: PreprocessState
     model: Any
-    _numeric: NumericTransform | None = field(default=None, init=False, repr=False,
-                                              compare=False)
 
     @classmethod
     def load(cls, directory: str | Path) -> Predictor:
@@ -61,9 +60,12 @@ class Predictor:
     def predict_rows(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw numeric rows (float64, NaN = null, columns in `features` order) ->
         (predictions, probabilities), without pandas: online serving's fast path."""
-        if self._numeric is None:  # the state's constants, worked out on the first call
-            self._numeric = NumericTransform(self.state)
         return self.predict_matrix(transform_numeric(self.state, x, self._numeric))
+
+    @cached_property
+    def _numeric(self) -> NumericTransform:
+        """The state's numeric constants, worked out on the first call."""
+        return NumericTransform(self.state)
 
     def predict_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Preprocessed float32 rows (runtime.features.apply) -> (predictions, probabilities)."""
