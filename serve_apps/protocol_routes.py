@@ -23,7 +23,7 @@ from starlette.responses import Response
 from serve_apps.protocols import kserve_v1, oip
 from serve_apps.protocols import mlflow_scoring as mls
 from serve_apps.protocols._common import json_reply
-from serve_apps.routes import Call, Protocol, Reply, answer, champion, health_handler
+from serve_apps.routes import App, Call, Protocol, Reply, answer, champion, health_handler
 
 if TYPE_CHECKING:
     from serve_apps.predictor import ModelServer
@@ -34,13 +34,13 @@ OIP = Protocol("oip", oip.error_reply)
 KSERVE_V1 = Protocol("kserve_v1", kserve_v1.error_reply)
 
 
-def add_routes(app: FastAPI, server: ModelServer) -> None:
+def add_routes(app: App, server: ModelServer) -> None:
     _add_mlflow(app, server)
     _add_oip(app, server)
     _add_kserve_v1(app, server)
 
 
-def _add_mlflow(app: FastAPI, server: ModelServer) -> None:
+def _add_mlflow(app: App, server: ModelServer) -> None:
     async def invocations_handler(loaded: Loaded, call: Call) -> Reply:
         rows = mls.parse_invocation(call.request.headers.get("content-type"), call.body,
                                     loaded.features)
@@ -50,7 +50,7 @@ def _add_mlflow(app: FastAPI, server: ModelServer) -> None:
     async def version_handler(loaded: Loaded, call: Call) -> Reply:
         return mls.version_reply()
 
-    @app.post("/invocations")
+    @app.direct_post("/invocations")
     async def invocations(request: Request) -> Response:
         return await answer(server, request, MLFLOW, invocations_handler)
 

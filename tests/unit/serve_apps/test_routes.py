@@ -283,3 +283,60 @@ def test_with_capture_the_feedback_schema_takes_what_the_server_takes():
     assert not check.is_valid({"labels": [{"request_id": "a", "label": 7}]})
     assert not check.is_valid({"labels": [{"request_id": "a b", "label": 1}]})
     assert not check.is_valid({"labels": []})
+
+
+# --- the direct way in (routes.App) ------------------------------------------------------------
+
+_KEY = {"authorization": "Bearer s3cret"}
+_DIRECT_CASES = {
+    "good": ({"instances": [[1, 2], [-1, 0]]}, _KEY),
+    "not json": (b"{nope", _KEY),
+    "wrong width": ({"instances": [[1, 2, 3]]}, _KEY),
+    "no key": ({"instances": [[1, 2]]}, {}),
+    "too big": ({"instances": [[1, 2]] * 40}, _KEY),
+    "bad request id": ({"instances": [[1, 2]]}, {**_KEY, "x-request-id": "has space"}),
+    "mlflow body": ({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}, _KEY),
+}
+
+
+@pytest.mark.parametrize("path", ["/predict", "/invocations"])
+@pytest.mark.parametrize("case", list(_DIRECT_CASES))
+def test_a_direct_route_answers_as_fastapis_router_would(path, case):
+    """Under a mount point, as Serve runs the app (`root_path`), every status, body and header
+    is the one the same endpoint gives through FastAPI's middleware and router."""
+    body, headers = _DIRECT_CASES[case]
+    headers = {"x-request-id": "same-id", "content-type": "application/json", **headers}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answers, routed = [], []
+    for direct in (True, False):
+        server = FakeServer(key="s3cret", max_payload_bytes=300)
+        app = _counting(build_fastapi(server), routed)
+        if not direct:
+            app.direct.clear()
+        client = TestClient(app, root_path="/num", raise_server_exceptions=False)
+        r = client.post(f"/num{path}", content=content, headers=headers)
+        answers.append((r.status_code, r.content, dict(r.headers), server.records))
+        assert routed == ([] if direct else [f"/num{path}"])  # the way in it was meant to take
+    assert answers[0] == answers[1]
+    assert answers[0][0] in (200, 400, 401, 413, 415, 422)
+
+
+def _counting(app, seen: list[str]):
+    """`app` with a FastAPI middleware that notes each path it sees."""
+    @app.middleware("http")
+    async def count(request, call_next):
+        seen.append(request.url.path)
+        return await call_next(request)
+    return app
+
+
+def test_only_the_fixed_prediction_paths_skip_fastapis_middleware():
+    seen: list[str] = []
+    app = _counting(build_fastapi(FakeServer()), seen)
+    client = TestClient(app)
+    assert set(app.direct) == {"/predict", "/invocations"}
+    assert client.post("/predict", json={"instances": [[1, 2]]}).json()["predictions"] == [1]
+    assert client.post("/v1/models/num:predict", json={"instances": [[1, 2]]}).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/predict").status_code == 405  # another method: FastAPI's answer
+    assert seen == ["/v1/models/num:predict", "/health", "/predict"]
