@@ -153,7 +153,9 @@ class ModelServer:
 
     def __init__(self, args: dict):
         from runtime.registry import tracking
+        from serve_apps import wire
 
+        wire.install()  # before Serve starts this replica's HTTP server
         self.args = AppArgs.model_validate(args)
         if self.args.tracking_uri:
             os.environ["MLFLOW_TRACKING_URI"] = self.args.tracking_uri
