@@ -184,9 +184,12 @@ class ModelServer:
             self.capture.close()
 
     def __serve_build_asgi_app__(self):
+        from serve_apps import wire
         from serve_apps.routes import build_fastapi
 
-        return build_fastapi(self)
+        app = build_fastapi(self)
+        wire.unwatch(app.direct)  # short model calls: Serve need not watch for disconnects
+        return app
 
     # --- registry polling --------------------------------------------------------------------
 

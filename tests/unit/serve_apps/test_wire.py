@@ -15,6 +15,7 @@ from serve_apps.local import free_port
 # The app as a replica's would answer, in a uvicorn started the way Serve starts its direct
 # ingress (uvicorn.Config with the default protocol, Server.serve). POST /die is a replica
 # SIGKILLed after it sent its response's head and before its body, in one turn of the loop.
+# /digits/... answers whether the request came with Serve's disconnect-disabled header.
 SERVER = """
 import asyncio, os, signal, sys
 import uvicorn
@@ -22,6 +23,7 @@ import uvicorn
 if sys.argv[2] == "wire":
     from serve_apps import wire
     wire.install()
+    wire.unwatch(["/predict", "/invocations"])  # as a replica's App.direct registers them
 
 async def app(scope, receive, send):
     head = {"type": "http.response.start", "status": 200,
@@ -29,6 +31,11 @@ async def app(scope, receive, send):
     if scope["path"] == "/die":
         await send({**head, "headers": [(b"content-length", b"5")]})
         os.kill(os.getpid(), signal.SIGKILL)
+    elif scope["path"].startswith("/digits/"):
+        body = b"unwatched" if dict(scope["headers"]).get(
+            b"x-request-disconnect-disabled") == b"?1" else b"watched"
+        await send({**head, "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
     elif scope["path"] == "/stream":
         await send(head)
         await send({"type": "http.response.body", "body": b"first", "more_body": True})
@@ -104,3 +111,18 @@ def test_a_streamed_response_is_sent_chunk_by_chunk_not_held_to_its_end(server):
     assert b"first" in got and b"last" not in got and after_s < 0.8  # the app sleeps 1 s
     got, _ = _request(port, b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
     assert got.endswith(b"5\r\nfirst\r\n4\r\nlast\r\n0\r\n\r\n")
+
+
+def test_only_the_direct_post_routes_skip_serves_disconnect_watch(server):
+    kind, port = server
+
+    def asked(method: str, path: str) -> bytes:
+        got, _ = _request(port, f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n"
+                                "connection: close\r\n\r\n".encode())
+        return got.rpartition(b"\r\n\r\n")[2]
+
+    marked = {(m, p): asked(m, p) for m in ("POST", "GET")
+              for p in ("/digits/predict", "/digits/invocations", "/digits/v2/models/m/infer")}
+    expected = {key: b"unwatched" if kind == "wire" and key[0] == "POST"
+                and not key[1].endswith("/infer") else b"watched" for key in marked}
+    assert marked == expected
