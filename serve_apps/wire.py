@@ -20,8 +20,8 @@ The same protocol also marks the replica's direct POST routes (`/predict`, `/inv
 `x-request-disconnect-disabled: ?1`. For a request without it, Serve's direct ingress starts a
 task that reads the body into a queue and watches for the client going away, runs the handler
 in a second task and waits on both (ray/serve/_private/replica.py, `_direct_ingress_asgi`):
-three extra loop steps per request on the replica's one event loop, which at c64 spread the
-requests out so that the batcher sees them one at a time. A predict request is short and, once
+two extra tasks per request on the replica's one event loop, which at c64 spread the requests
+out so that the batcher sees them one at a time. A predict request is short and, once
 in a batch, cannot be called back, so watching for its client's disconnect buys nothing; the
 header makes Serve await the handler directly. Other routes keep Serve's watch.
 """
@@ -89,7 +89,8 @@ class _Held:
 
 
 class OneWriteHTTP(AutoHTTPProtocol):
-    """uvicorn's HTTP protocol (httptools, else h11) over a `_Held` transport."""
+    """uvicorn's HTTP protocol (httptools, else h11) over a `_Held` transport, its app called
+with the `unwatch`ed routes marked (see the module's text)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
