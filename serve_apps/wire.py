@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 
+from ray.serve._private.constants import SERVE_HTTP_REQUEST_DISCONNECT_DISABLED_HEADER
 from uvicorn import config as uvicorn_config
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 PROTOCOL = f"{__name__}:OneWriteHTTP"
-UNWATCHED = (b"x-request-disconnect-disabled", b"?1")  # Serve's header, its own spelling
+UNWATCHED = (SERVE_HTTP_REQUEST_DISCONNECT_DISABLED_HEADER.encode(), b"?1")  # as Serve reads it
 _unwatched: tuple[str, ...] = ()  # path endings (the mount point comes before them)
 
 
@@ -90,7 +91,7 @@ class _Held:
 
 class OneWriteHTTP(AutoHTTPProtocol):
     """uvicorn's HTTP protocol (httptools, else h11) over a `_Held` transport, its app called
-with the `unwatch`ed routes marked (see the module's text)."""
+    with the `unwatch`ed routes marked (see the module's text)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
