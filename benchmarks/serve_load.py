@@ -1,8 +1,8 @@
 """HTTP serving: `mlrt serve` vs plain FastAPI + uvicorn vs `mlflow models serve` vs an
 in-process predict loop.
 
-    .venv/bin/python benchmarks/serve_load.py                  # 8 s per point (~5 min)
-    .venv/bin/python benchmarks/serve_load.py --seconds 3      # make bench size
+    .venv/bin/python benchmarks/serve_load.py                  # 8 s per point (~7 min)
+    .venv/bin/python benchmarks/serve_load.py --seconds 3      # make bench size (~5 min)
 
 Setup (not timed): a scikit-learn MLPClassifier on digits (64 features, 10 classes) is
 registered in a temp MLflow store. The same version is then served by
@@ -14,7 +14,9 @@ registered in a temp MLflow store. The same version is then served by
 Load comes from a separate process: wrk with a Lua body script when installed (`apt-get
 install wrk`), else an async Python client (httpx), at concurrency 1, 16, 64 with single-row
 and 32-row bodies; each server gets its own scoring format (mlrt `instances`, MLflow
-`dataframe_split`). An autoscaling timeline (mlrt replicas per second) is sampled throughout.
+`dataframe_split`). mlrt autoscales from 1 to as many replicas as the machine has cores (at most
+4), and each load point is measured once its replicas are steady (see `_measure`); a timeline
+of its replica states (sampled each second) is printed with the load phase at the time.
 
 Prints a markdown table, the timeline, and, last, one JSON line: single-row req/s ratios
 mlrt/fastapi at c1, c16, c64 (`ratio_vs_fastapi_cN`; targets 1.0, 1.5, 1.5), mlrt/mlflow at c16
@@ -66,6 +68,9 @@ NAME = "bench-serve"
 CONCURRENCY = (1, 16, 64)
 CAPTURE_TURNS = 4  # --capture: runs per app, load point and round (medians of 12)
 ROWS = (1, 32)
+WARM_CHUNK_S = 5.0  # mlrt's warm-up load comes in chunks this long ...
+STEADY_S = 15.0  # ... until its replicas have not changed for this long
+MAX_WARM_S = 60.0  # (or measured anyway, marked not steady)
 
 
 def register_model(storage: Path) -> None:
@@ -197,7 +202,8 @@ def start_mlflow(storage: Path, port: int) -> subprocess.Popen:
 
 
 class ReplicaTimeline:
-    """Running mlrt replicas, sampled every second, with the load phase at the time."""
+    """The mlrt deployment's replica states ("RUNNING 1, STARTING 1"), sampled every second,
+    with the load phase at the time."""
 
     def __init__(self, app: str):
         self.app, self.phase, self.samples = app, "idle", []
@@ -206,18 +212,28 @@ class ReplicaTimeline:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
     def _run(self) -> None:
         from ray import serve
 
         while not self._stop.wait(1.0):
             try:
                 deployment = serve.status().applications[self.app].deployments["Predictor"]
-                running = deployment.replica_states.get("RUNNING", 0)
+                states = ", ".join(f"{getattr(state, 'value', state)} {n}" for state, n
+                                   in sorted(deployment.replica_states.items()) if n)
             except (KeyError, AttributeError):
-                running = -1
-            self.samples.append((time.monotonic() - self._t0, self.phase, running))
+                states = "unknown"
+            self.samples.append((self.now(), self.phase, states or "none"))
 
-    def stop(self) -> list[tuple[float, str, int]]:
+    def steady_since(self, since: float) -> bool:
+        """Whether every sample since `since` shows the same RUNNING replicas and nothing
+        else (no replica starting or stopping)."""
+        seen = {states for t, _, states in self.samples if t >= since}
+        return len(seen) == 1 and re.fullmatch(r"RUNNING \d+", seen.pop()) is not None
+
+    def stop(self) -> list[tuple[float, str, str]]:
         self._stop.set()
         self._thread.join()
         return self.samples
@@ -445,7 +461,9 @@ def _run(args, load, tmp: Path, storage: Path, protocols: list[str]) -> None:
         compare_capture(args, load, tmp, storage)
         return
     # protocols: a fixed replica count, so that no replica starts (and eats CPU) mid-comparison
-    replicas = {"min": 2, "max": 2} if protocols else {"min": 1, "max": 4}
+    # else as many replicas as the machine has cores (2 here): one fixed replica did 1,400 /
+    # 2,440 / 2,140 req/s at c1 / c16 / c64, two 1,030 / 2,650 / 3,110, four 910 / 1,950 / 2,450
+    replicas = {"min": 2, "max": 2} if protocols else {"min": 1, "max": min(os.cpu_count() or 1, 4)}
     settings = Serve(route="/digits", replicas={**replicas, "target_ongoing_requests": 4},
                      max_queued_requests=1000, batch={"max_size": 64, "wait_ms": 5},
                      cpus_per_replica=0.5)
@@ -492,15 +510,47 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int, fastapi_po
         for rows in ROWS:
             for c in CONCURRENCY:
                 for server in SERVERS:
-                    timeline.phase = (f"mlrt c{c} x{rows}" if server == "mlrt"
-                                      else f"{server}'s turn (mlrt idle)")
                     body = payloads[("mlflow" if server == "mlflow" else "mlrt", rows)]
-                    results[(server, c, rows)] = load(urls[server], body, c, args.seconds, tmp)
+                    phase = f"mlrt c{c} x{rows}" if server == "mlrt" else \
+                        f"{server} c{c} x{rows} (mlrt idle)"
+                    results[(server, c, rows)] = _measure(load, urls[server], body, c, args,
+                                                          tmp, timeline, phase)
         timeline.phase = "idle (load stopped)"
         time.sleep(60)  # downscale_delay_s is 30 s, then replicas drain
     finally:
         samples = timeline.stop()
     return results, samples
+
+
+def _measure(load, url: str, body: bytes, c: int, args, tmp: Path, timeline: ReplicaTimeline,
+             phase: str) -> dict:
+    """One load point, measured once mlrt's replicas are steady: a peer after mlrt has no
+    replica starting or stopping (that would take the peer's CPU), mlrt after as much load as
+    its autoscaler needs to decide and its replicas to start (each replica pushes its load
+    every 10 s, then `upscale_delay_s` is 3 s). Without this, a replica starting on 2 cores
+    during a load point decided its result (c64 ranged 0.20x-1.05x FastAPI in three runs).
+    `steady` says whether the replicas stayed the same while it was measured."""
+    warm_started = timeline.now()
+    if phase.startswith("mlrt"):
+        timeline.phase = f"{phase}, warm-up"
+        while True:
+            load(url, body, c, WARM_CHUNK_S, tmp)
+            warmed = timeline.now() - warm_started
+            if warmed >= MAX_WARM_S or (
+                    warmed >= STEADY_S and timeline.steady_since(timeline.now() - STEADY_S)):
+                break
+    else:
+        timeline.phase = f"{phase}, waiting for mlrt's replicas to settle"
+        while (timeline.now() - warm_started < MAX_WARM_S
+               and not timeline.steady_since(timeline.now() - 2)):
+            time.sleep(1)
+        timeline.phase = f"{phase}, warm-up"
+        load(url, body, c, 2, tmp)
+    timeline.phase = phase
+    measured = timeline.now()
+    result = load(url, body, c, args.seconds, tmp)
+    return {**result, "warm_s": round(measured - warm_started),
+            "steady": timeline.steady_since(measured)}
 
 
 def load_version_features() -> list[str]:
@@ -512,8 +562,8 @@ def load_version_features() -> list[str]:
 def report(results: dict, local: dict, samples: list, client: str) -> None:
     print(f"\n## HTTP serving, digits MLPClassifier (load: {client}; shared 2-core machine)\n")
     print("| rows/request | concurrency | server | req/s | rows/s | p50 ms | p99 ms | errors "
-          "| rows/s vs mlflow |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| rows/s vs mlflow | warm-up s | replicas steady |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for rows in ROWS:
         for c in CONCURRENCY:
             base = results[("mlflow", c, rows)]["rps"]
@@ -521,18 +571,19 @@ def report(results: dict, local: dict, samples: list, client: str) -> None:
                 r = results[(server, c, rows)]
                 print(f"| {rows} | {c} | {server} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
                       f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']} | "
-                      f"{r['rps'] / base:.2f} |")
+                      f"{r['rps'] / base:.2f} | {r['warm_s']} | "
+                      f"{'yes' if r['steady'] else 'NO'} |")
         r = local[rows]
         print(f"| {rows} | - | in-process | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
-              f"{r['p50']:.3f} | {r['p99']:.3f} | 0 | - |")
-    print("\n## Autoscaling timeline (mlrt replicas RUNNING, sampled each second)\n")
+              f"{r['p50']:.3f} | {r['p99']:.3f} | 0 | - | - | - |")
+    print("\n## Autoscaling timeline (mlrt replica states, sampled each second)\n")
     print("| t (s) | load | replicas |")
     print("|---|---|---|")
     last = None
-    for t, phase, running in samples:
-        if (phase, running) != last:
-            print(f"| {t:.0f} | {phase} | {running} |")
-            last = (phase, running)
+    for t, phase, states in samples:
+        if (phase, states) != last:
+            print(f"| {t:.0f} | {phase} | {states} |")
+            last = (phase, states)
     summary = {
         "benchmark": "serve_load",
         **{f"ratio_vs_fastapi_c{c}": round(results[("mlrt", c, 1)]["rps"]
@@ -547,6 +598,7 @@ def report(results: dict, local: dict, samples: list, client: str) -> None:
         "mlrt_rps_c64": round(results[("mlrt", 64, 1)]["rps"]),
         "mlflow_rps_c64": round(results[("mlflow", 64, 1)]["rps"]),
         "fastapi_rps_c64": round(results[("fastapi", 64, 1)]["rps"]),
+        "all_steady": all(r["steady"] for r in results.values()),
         "client": client,
     }
     print()
