@@ -516,7 +516,7 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int, fastapi_po
                     results[(server, c, rows)] = _measure(load, urls[server], body, c, args,
                                                           tmp, timeline, phase)
         timeline.phase = "idle (load stopped)"
-        time.sleep(60)  # downscale_delay_s is 30 s, then replicas drain
+        time.sleep(60)  # the timeline's tail: a downscale, if the autoscaler decides one
     finally:
         samples = timeline.stop()
     return results, samples
