@@ -513,8 +513,8 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int, fastapi_po
                     body = payloads[("mlflow" if server == "mlflow" else "mlrt", rows)]
                     phase = f"mlrt c{c} x{rows}" if server == "mlrt" else \
                         f"{server} c{c} x{rows} (mlrt idle)"
-                    results[(server, c, rows)] = _measure(load, urls[server], body, c, args,
-                                                          tmp, timeline, phase)
+                    results[(server, c, rows)] = _measure(server, load, urls[server], body, c,
+                                                          args, tmp, timeline, phase)
         timeline.phase = "idle (load stopped)"
         time.sleep(60)  # the timeline's tail: a downscale, if the autoscaler decides one
     finally:
@@ -522,8 +522,8 @@ def _load_all(args, load, tmp: Path, mlrt_url: str, mlflow_port: int, fastapi_po
     return results, samples
 
 
-def _measure(load, url: str, body: bytes, c: int, args, tmp: Path, timeline: ReplicaTimeline,
-             phase: str) -> dict:
+def _measure(server: str, load, url: str, body: bytes, c: int, args, tmp: Path,
+             timeline: ReplicaTimeline, phase: str) -> dict:
     """One load point, measured once mlrt's replicas are steady: a peer after mlrt has no
     replica starting or stopping (that would take the peer's CPU), mlrt after as much load as
     its autoscaler needs to decide and its replicas to start (each replica pushes its load
@@ -531,7 +531,7 @@ def _measure(load, url: str, body: bytes, c: int, args, tmp: Path, timeline: Rep
     during a load point decided its result (c64 ranged 0.20x-1.05x FastAPI in three runs).
     `steady` says whether the replicas stayed the same while it was measured."""
     warm_started = timeline.now()
-    if phase.startswith("mlrt"):
+    if server == "mlrt":
         timeline.phase = f"{phase}, warm-up"
         while True:
             load(url, body, c, WARM_CHUNK_S, tmp)
